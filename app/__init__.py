@@ -1,0 +1,22 @@
+"""upload-broker: tickets for direct-to-S3 uploads, event intake, and access to promoted media."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.config import Settings, get_settings
+from app.services import Services
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """The Flask app. Tests pass their own settings; processes read them from the environment."""
+    from app.api import events, health, media, uploads
+    from app.api.errors import register_error_handlers
+
+    app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["broker"] = services or Services(settings or get_settings())
+    for blueprint in (uploads.bp, media.bp, events.bp, health.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

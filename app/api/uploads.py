@@ -1,0 +1,84 @@
+"""`/v1/uploads`: tickets and status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from app.api.context import current_principal, services
+from app.api.errors import ApiError, not_found
+from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
+from app.repository import get_owned_upload
+from app.tickets import issue_ticket
+from schemas.errors import ErrorDetail
+from schemas.uploads import (
+    CreateUploadRequest,
+    MediaInfo,
+    PresignedPost,
+    TicketResponse,
+    UploadStatusResponse,
+)
+
+bp = Blueprint("uploads", __name__, url_prefix="/v1/uploads")
+
+REFUSAL_STATUS = {
+    TicketRefusal.INVALID_REQUEST: 422,
+    TicketRefusal.UNSUPPORTED_TYPE: 415,
+    TicketRefusal.TOO_LARGE: 413,
+    TicketRefusal.FORBIDDEN_KIND: 403,
+}
+
+
+@bp.post("")
+def create_upload() -> tuple[Response, int]:
+    principal = current_principal()
+    body = CreateUploadRequest.model_validate(request.get_json(silent=True) or {})
+    context = {k: v for k, v in body.context.model_dump().items() if v is not None}
+    try:
+        ticket = issue_ticket(
+            services(),
+            principal,
+            TicketRequest(body.kind, body.content_type, body.size, context),
+            body.filename,
+        )
+    except TicketRefused as refused:
+        raise ApiError(REFUSAL_STATUS[refused.code], refused.code.value, refused.message) from None
+    upload = ticket.upload
+    response = TicketResponse(
+        upload_id=upload.id,
+        status=upload.status,
+        expires_at=upload.ticket_expires_at,
+        max_size=upload.declared_size,
+        upload=PresignedPost(url=ticket.post["url"], fields=ticket.post["fields"]),
+    )
+    return jsonify(response.model_dump(mode="json")), 201
+
+
+@bp.get("/<upload_id>")
+def get_upload(upload_id: str) -> Response:
+    principal = current_principal()
+    with services().db.session() as session:
+        upload = get_owned_upload(session, upload_id, principal.user_id)
+        if upload is None:
+            raise not_found()
+    media = None
+    if upload.status == "ready" and upload.content_type and upload.bytes is not None and upload.sha256:
+        media = MediaInfo(
+            content_type=upload.content_type,
+            bytes=upload.bytes,
+            width=upload.width,
+            height=upload.height,
+            sha256=upload.sha256,
+        )
+    error = None
+    if upload.error_code:
+        error = ErrorDetail(code=upload.error_code, message=upload.error_message or upload.error_code)
+    response = UploadStatusResponse(
+        upload_id=upload.id,
+        kind=upload.kind,
+        status=upload.status,
+        created_at=upload.created_at,
+        updated_at=upload.updated_at,
+        media=media,
+        error=error,
+    )
+    return jsonify(response.model_dump(mode="json", exclude_none=True))

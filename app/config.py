@@ -1,0 +1,79 @@
+"""Settings, read once from `BROKER_*` environment variables (pydantic-settings).
+
+Secrets have no default that could reach production: with `BROKER_ENV=production`, a missing JWT secret (or
+JWKS URL) or webhook token stops start-up instead of silently accepting forged tokens.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
+
+    env: str = "development"  # "production" turns missing secrets into start-up errors
+    database_url: str = "sqlite:///var/broker.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "uploads"
+
+    s3_endpoint_url: str | None = None  # None = AWS itself
+    s3_bucket: str = "upload-broker"
+    s3_region: str = "us-east-1"
+    public_base_url: str | None = None  # CDN in front of public/; else the bucket's own URL
+
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    webhook_token: str | None = None
+
+    sns_topic_arn: str | None = None
+    sns_cert_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # default: sns.<region>.amazonaws.com
+    # Local stack only: fetch certificates of allow-listed hosts from this endpoint (path kept), so the
+    # signature is still verified against a real certificate.
+    sns_cert_endpoint_url: str | None = None
+
+    ticket_ttl_seconds: int = Field(default=600, ge=30, le=900)  # AWS caps nothing; we promise <= 15 min
+    private_url_ttl_seconds: int = Field(default=60, ge=1, le=3600)
+    public_cache_control: str = "public, max-age=86400"
+    max_image_pixels: int = 50_000_000
+
+    # Transient failures (S3, DB) are retried by RQ with these delays, then the upload is `failed`.
+    job_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
+    job_timeout_seconds: int = 600
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: dict[str, object]) -> dict[str, object]:
+        """Comma-separated env values for the tuple settings."""
+        for name in ("sns_cert_hosts", "job_retry_intervals"):
+            raw = data.get(name)
+            if isinstance(raw, str):
+                data[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
+        return data
+
+    @model_validator(mode="after")
+    def _require_secrets_in_production(self) -> Self:
+        if self.env != "production":
+            return self
+        missing = []
+        if not (self.jwt_secret or self.jwt_jwks_url):
+            missing.append("BROKER_JWT_SECRET or BROKER_JWT_JWKS_URL")
+        if not (self.webhook_token or self.sns_topic_arn):
+            missing.append("BROKER_WEBHOOK_TOKEN or BROKER_SNS_TOPIC_ARN")
+        if missing:
+            raise ValueError(f"production settings need {', '.join(missing)}")
+        return self
+
+    @property
+    def trusted_sns_cert_hosts(self) -> tuple[str, ...]:
+        return self.sns_cert_hosts or (f"sns.{self.s3_region}.amazonaws.com",)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` and pass them explicitly."""
+    return Settings()

@@ -1,0 +1,423 @@
+"""A reverse proxy in front of the local moto server that enforces S3 POST policies as AWS does.
+
+moto 5.2.5 stores whatever a browser-style POST upload sends: it checks neither the signature, the expiry nor
+any policy condition (a 100-byte file passed a 1-10 byte range; a changed key or Content-Type landed). The dev
+stack and the integration tests therefore talk to moto through this gate:
+
+- ``multipart/form-data`` POSTs to ``/<bucket>`` (path-style form uploads) are parsed as a stream, checked
+  with :func:`app.devstack.post_policy.authorize_post`, the file is spooled (at most the policy's maximum
+  size, to disk above 1 MiB) and only an accepted upload is re-sent to moto; refusals get S3's XML errors.
+- Every other request is relayed unchanged — method, raw path and query, headers including ``Host`` and
+  ``Authorization`` (so SigV4 service routing and virtual hosting keep working in moto), body streamed —
+  and moto's answer is streamed back.
+
+Memory stays bounded by the chunk size: neither bodies nor files are ever held whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import logging
+import os
+import secrets
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from pathlib import PurePosixPath
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import quote, urlsplit
+
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wsgi import get_input_stream
+
+from app.devstack.post_policy import S3Error, SizeRange, authorize_post, invalid_argument
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+# AWS: "The form data and boundaries (excluding the contents of the file) cannot exceed 20 KB."
+MAX_FIELDS_BYTES = 20 * 1024
+# Small files stay in memory; larger ones roll over to an anonymous temp file.
+SPOOL_IN_MEMORY = 1024 * 1024
+# Per socket operation; moto reads a whole form into memory before it answers, so allow it time.
+UPSTREAM_TIMEOUT = 300.0
+# RFC 9110 §7.6.1 connection-specific headers: each hop sets its own. Expect is answered by our server.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    }
+)
+# Our HTTP server always writes its own; relaying moto's too would send each twice.
+SET_BY_THIS_SERVER = frozenset({"date", "server"})
+# moto reads these form fields by exact (lower-case) name; S3 treats field names case-insensitively.
+MOTO_LOWERCASE_FIELDS = frozenset({"key", "acl", "success_action_status", "success_action_redirect"})
+
+StartResponse = Callable[..., Any]
+
+
+class FilePart:
+    """The ``file`` field, spooled up to the policy's maximum; beyond it bytes are only counted."""
+
+    def __init__(self, filename: str, content_type: str, sizes: SizeRange) -> None:
+        self.filename = filename
+        self.content_type = content_type
+        self.sizes = sizes
+        self.size = 0
+        # Closed by Form.close() once the upload is forwarded or refused.
+        self.spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size <= self.sizes.maximum:  # keep counting past it: S3 reports the ProposedSize
+            self.spool.write(data)
+
+    def chunks(self) -> Iterator[bytes]:
+        self.spool.seek(0)
+        return iter(lambda: self.spool.read(CHUNK), b"")
+
+
+class Form:
+    """The fields before ``file`` (lower-cased name → (name as sent, value)) and the file."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, tuple[str, str]] = {}
+        self.file: FilePart | None = None
+
+    def add(self, name: str, value: str) -> None:
+        # Two spellings of one field would let moto store a value the policy never saw.
+        if name.lower() in self.fields:
+            raise invalid_argument(f"The form field '{name}' appears more than once.", name)
+        self.fields[name.lower()] = (name, value)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.spool.close()
+
+    def values(self) -> dict[str, str]:
+        return {lower: value for lower, (_, value) in self.fields.items()}
+
+    def encode(self, boundary: bytes) -> tuple[Iterator[bytes], int]:
+        """Re-encode for moto, file last, with the client's boundary (known to occur in no part)."""
+        assert self.file is not None
+        head = b"".join(
+            _part_head(boundary, _moto_name(name)) + value.encode() + b"\r\n"
+            for name, value in self.fields.values()
+        )
+        head += _part_head(boundary, "file", self.file.filename or "file", self.file.content_type)
+        tail = b"\r\n--" + boundary + b"--\r\n"
+        return itertools.chain([head], self.file.chunks(), [tail]), len(head) + self.file.size + len(tail)
+
+
+def _moto_name(name: str) -> str:
+    return name.lower() if name.lower() in MOTO_LOWERCASE_FIELDS else name
+
+
+def _part_head(boundary: bytes, name: str, filename: str | None = None, content_type: str = "") -> bytes:
+    quoted = {"\r": "%0D", "\n": "%0A", '"': "%22"}  # the HTML form encoding of names
+    disposition = 'form-data; name="{}"'.format("".join(quoted.get(c, c) for c in name))
+    if filename is not None:
+        disposition += '; filename="{}"'.format("".join(quoted.get(c, c) for c in filename))
+    head = f"--{boundary.decode()}\r\nContent-Disposition: {disposition}\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    return (head + "\r\n").encode()
+
+
+def _multipart_events(stream: IO[bytes], boundary: bytes) -> Iterator[Field | File | Data]:
+    decoder = MultipartDecoder(boundary)
+    try:
+        while True:
+            chunk = stream.read(CHUNK)
+            decoder.receive_data(chunk or None)
+            while not isinstance(event := decoder.next_event(), NeedData):
+                if isinstance(event, Epilogue):
+                    return
+                if isinstance(event, Field | File) and not event.name:
+                    raise ValueError("a part without a name")
+                if isinstance(event, Field | File | Data):
+                    yield event
+    except ValueError:  # werkzeug's decoder: truncated, or not multipart at all
+        raise _malformed() from None
+
+
+def read_form(
+    stream: IO[bytes], boundary: bytes, form: Form, start_file: Callable[[Form, str], SizeRange]
+) -> None:
+    """Parse the upload into ``form``; ``start_file`` authorizes the fields and sizes the file when it begins."""
+    name, value, fields_bytes = "", bytearray(), 0
+    for event in _multipart_events(stream, boundary):
+        if isinstance(event, Field | File):
+            if form.file is not None:  # AWS: "the file or text content must be the last field in the form"
+                raise invalid_argument(
+                    f"The file must be the last field; found '{event.name}' after it.", "file"
+                )
+            name, value = event.name, bytearray()
+            fields_bytes += len(name)
+            if name.lower() == "file":
+                filename = event.filename if isinstance(event, File) else ""
+                form.file = FilePart(
+                    filename, event.headers.get("content-type", ""), start_file(form, filename)
+                )
+        elif form.file is not None:
+            form.file.write(event.data)
+        else:
+            fields_bytes += len(event.data)
+            if fields_bytes > MAX_FIELDS_BYTES:
+                raise S3Error(
+                    400,
+                    "MaxPostPreDataLengthExceeded",
+                    "Your POST request fields preceeding the upload file was too large.",
+                    MaxPostPreDataLength=MAX_FIELDS_BYTES,
+                )
+            value += event.data
+            if not event.more_data:
+                form.add(name, value.decode("utf-8", "replace"))
+
+
+class PolicyGate:
+    """WSGI app: S3 form uploads are policy-checked, everything else is relayed to ``upstream`` as is."""
+
+    def __init__(self, upstream: str, credentials: Mapping[str, str]) -> None:
+        parts = urlsplit(upstream)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"upstream must be an http:// URL, got {upstream!r}")
+        self.upstream = upstream
+        self._address = (parts.hostname, parts.port or 80)
+        self._credentials = dict(credentials)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        stream = get_input_stream(environ)
+        mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        try:
+            if environ["REQUEST_METHOD"] == "POST" and mimetype == "multipart/form-data":
+                return self._upload(environ, start_response, stream, options.get("boundary", ""))
+            chunks, framing = _request_body(environ, stream)
+            return self._forward(environ, start_response, _end_to_end_headers(environ) + framing, chunks)
+        except S3Error as error:
+            _drain(stream)  # let the client finish sending, so it reads our answer instead of a reset
+            logger.info("request refused", extra={"path": environ["PATH_INFO"], "code": error.code})
+            return _error(start_response, error)
+
+    def _upload(
+        self, environ: dict[str, Any], start_response: StartResponse, stream: IO[bytes], boundary: str
+    ) -> Iterable[bytes]:
+        bucket, _, rest = environ["PATH_INFO"].lstrip("/").partition("/")
+        if not bucket or rest:  # form uploads go to the bucket URL; virtual-host style is not supported
+            raise S3Error(
+                405, "MethodNotAllowed", "The specified method is not allowed against this resource."
+            )
+        if not boundary:
+            raise _malformed()
+
+        def start_file(form: Form, filename: str) -> SizeRange:
+            # AWS expands ${filename} in the key before it checks the policy.
+            if "key" in form.fields:
+                sent_name, key = form.fields["key"]
+                basename = PurePosixPath(filename.replace("\\", "/")).name
+                form.fields["key"] = (sent_name, key.replace("${filename}", basename))
+            return authorize_post(form.values(), bucket, self._credentials, datetime.now(UTC))
+
+        form = Form()
+        try:
+            read_form(stream, boundary.encode(), form, start_file)
+            if form.file is None:
+                authorize_post(form.values(), bucket, self._credentials, datetime.now(UTC))
+                raise invalid_argument("POST requires exactly one file upload per request.", "file")
+            form.file.sizes.check(form.file.size)
+            chunks, length = form.encode(boundary.encode())
+            headers = [*_end_to_end_headers(environ), ("Content-Length", str(length))]
+            logger.info("s3 form upload accepted", extra={"bucket": bucket, "key": form.values().get("key")})
+            return self._forward(environ, start_response, headers, chunks)  # sends the whole body first
+        finally:
+            form.close()
+
+    def _forward(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        headers: list[tuple[str, str]],
+        chunks: Iterator[bytes],
+    ) -> Iterable[bytes]:
+        conn = http.client.HTTPConnection(*self._address, timeout=UPSTREAM_TIMEOUT)
+        try:
+            # putrequest with skip_*: send exactly the client's headers (its Host included), nothing added.
+            conn.putrequest(
+                environ["REQUEST_METHOD"], _raw_target(environ), skip_host=True, skip_accept_encoding=True
+            )
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders()
+            chunked = any(name.lower() == "transfer-encoding" for name, _ in headers)
+            for chunk in chunks:
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                conn.send(b"0\r\n\r\n")
+            response = conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise S3Error(503, "ServiceUnavailable", f"upstream {self.upstream} failed: {exc}") from exc
+        dropped = HOP_BY_HOP | SET_BY_THIS_SERVER
+        kept = [(name, value) for name, value in response.getheaders() if name.lower() not in dropped]
+        start_response(f"{response.status} {response.reason}", kept)
+        return _ResponseStream(conn, response)
+
+
+class _ResponseStream:
+    """Streams moto's body; ``close()`` (called by the WSGI server even if never iterated) frees the socket."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn = conn
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self._response.read1(CHUNK), b"")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _request_body(
+    environ: dict[str, Any], stream: IO[bytes]
+) -> tuple[Iterator[bytes], list[tuple[str, str]]]:
+    """The body as chunks, and the framing header to send it with (as the client framed it)."""
+    chunks = iter(lambda: stream.read(CHUNK), b"")
+    if environ.get("wsgi.input_terminated"):
+        return chunks, [("Transfer-Encoding", "chunked")]
+    if environ.get("CONTENT_LENGTH"):
+        return chunks, [("Content-Length", environ["CONTENT_LENGTH"])]
+    return iter(()), []
+
+
+def _end_to_end_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones and Content-Length (the body's framing is set per hop)."""
+    return [
+        (name, value)
+        for name, value in EnvironHeaders(environ)
+        if name.lower() not in HOP_BY_HOP and name.lower() != "content-length"
+    ]
+
+
+def _raw_target(environ: dict[str, Any]) -> str:
+    """The request target as the client wrote it: re-quoting PATH_INFO could change a key's encoding."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        parts = urlsplit(raw)
+        if parts.scheme:  # absolute-form (proxy-style) request line
+            return parts.path + (f"?{parts.query}" if parts.query else "")
+        return raw
+    query = environ.get("QUERY_STRING")
+    return quote(environ.get("SCRIPT_NAME", "") + environ["PATH_INFO"]) + (f"?{query}" if query else "")
+
+
+def _drain(stream: IO[bytes]) -> None:
+    while stream.read(CHUNK):
+        pass
+
+
+def _malformed() -> S3Error:
+    return S3Error(
+        400, "MalformedPOSTRequest", "The body of your POST request is not well-formed multipart/form-data."
+    )
+
+
+def _error(start_response: StartResponse, error: S3Error) -> list[bytes]:
+    request_id, host_id = secrets.token_hex(8).upper(), secrets.token_urlsafe(48)
+    body = error.to_xml(request_id, host_id)
+    start_response(
+        f"{error.status} {HTTPStatus(error.status).phrase}",
+        [
+            ("Content-Type", "application/xml"),
+            ("Content-Length", str(len(body))),
+            ("x-amz-request-id", request_id),
+            ("x-amz-id-2", host_id),
+        ],
+    )
+    return [body]
+
+
+class GateServer:
+    """A running gate: ``url`` to point clients at, ``stop()`` (or ``with``) to shut it down."""
+
+    def __init__(self, server: BaseWSGIServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, name="policy-gate", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> GateServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def serve_gate(
+    upstream: str, credentials: Mapping[str, str], host: str = "127.0.0.1", port: int = 0
+) -> GateServer:
+    """Serve a :class:`PolicyGate` on a background thread (one thread per request); port 0 picks a free one."""
+    return GateServer(make_server(host, port, PolicyGate(upstream, credentials), threaded=True))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.devstack.policy_gate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--upstream", required=True, help="the moto server URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (the URL is printed)")
+    parser.add_argument(
+        "--credentials",
+        "--credential",
+        action="append",
+        metavar="ACCESS_KEY:SECRET",
+        help="accepted signing credentials (repeatable); default: $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY",
+    )
+    args = parser.parse_args(argv)
+    from_env = f"{os.environ.get('AWS_ACCESS_KEY_ID', '')}:{os.environ.get('AWS_SECRET_ACCESS_KEY', '')}"
+    pairs = [pair.partition(":") for pair in args.credentials or [from_env]]
+    credentials = {key: secret for key, _, secret in pairs}
+    if not all(key and secret for key, secret in credentials.items()):
+        parser.error(
+            "give --credentials ACCESS_KEY:SECRET (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        )
+    server = make_server(args.host, args.port, PolicyGate(args.upstream, credentials), threaded=True)
+    host, port = server.server_address[:2]
+    print(f"policy gate on http://{host}:{port} -> {args.upstream}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: close the socket
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The media kinds the app uploads, and the rules each one carries.
+
+One table (`KINDS`) is the source of truth for accepted types, size limits, visibility, processing and the
+context a ticket needs; the API, the worker and the key layout all read it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"  # served through the CDN, cacheable
+    PRIVATE = "private"  # served only through short-lived presigned GETs to allowed viewers
+
+
+class Processing(StrEnum):
+    IMAGE = "image"
+    VIDEO = "video"
+    PDF = "pdf"
+
+
+# Content type -> processing it gets. HEIC is what iPhones shoot; it is decoded and re-encoded as JPEG.
+IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic"})
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime"})
+PDF_TYPES = frozenset({"application/pdf"})
+
+
+def processing_for(content_type: str) -> Processing:
+    if content_type in IMAGE_TYPES:
+        return Processing.IMAGE
+    if content_type in VIDEO_TYPES:
+        return Processing.VIDEO
+    if content_type in PDF_TYPES:
+        return Processing.PDF
+    raise ValueError(f"no processing for {content_type}")
+
+
+@dataclass(frozen=True)
+class MediaKind:
+    name: str
+    content_types: frozenset[str]
+    max_size: int
+    visibility: Visibility
+    required_context: tuple[str, ...] = ()
+    staff_only: bool = False
+    # Kinds whose processing is not built yet are refused at the ticket, so nothing waits forever.
+    enabled: bool = True
+
+
+KINDS: dict[str, MediaKind] = {
+    kind.name: kind
+    for kind in (
+        MediaKind("avatar", IMAGE_TYPES, 5 * MiB, Visibility.PUBLIC),
+        MediaKind("workout_photo", IMAGE_TYPES, 15 * MiB, Visibility.PRIVATE, ("workout_id",)),
+        MediaKind("workout_video", VIDEO_TYPES, 1 * GiB, Visibility.PRIVATE, ("workout_id",), enabled=False),
+        MediaKind("food_image", IMAGE_TYPES, 10 * MiB, Visibility.PUBLIC),
+        MediaKind(
+            "exercise_demo",
+            IMAGE_TYPES | frozenset({"video/mp4"}),
+            500 * MiB,
+            Visibility.PUBLIC,
+            ("exercise_id",),
+            staff_only=True,
+            enabled=False,
+        ),
+        MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",), enabled=False),
+    )
+}

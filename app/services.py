@@ -1,0 +1,54 @@
+"""The broker's collaborators, built once per process from settings and shared by API and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from redis import Redis
+from rq import Queue
+
+from app.auth import TokenVerifier
+from app.config import Settings
+from app.db import Database
+from app.events.sns import SnsTrust, SnsVerifier
+from app.queueing import redis_connection, upload_queue
+from app.storage import Storage
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return Storage(self.settings)
+
+    @cached_property
+    def redis(self) -> Redis:
+        return redis_connection(self.settings)
+
+    @cached_property
+    def queue(self) -> Queue:
+        return upload_queue(self.settings, self.redis)
+
+    @cached_property
+    def tokens(self) -> TokenVerifier:
+        return TokenVerifier(self.settings)
+
+    @cached_property
+    def sns(self) -> SnsVerifier:
+        """One per process, so fetched signing certificates are cached across requests."""
+        s = self.settings
+        return SnsVerifier(
+            SnsTrust(
+                cert_hosts=s.trusted_sns_cert_hosts,
+                topic_arns=(s.sns_topic_arn,) if s.sns_topic_arn else (),
+                cert_endpoint_url=s.sns_cert_endpoint_url,
+                region=s.s3_region,
+            )
+        )

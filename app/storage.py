@@ -1,0 +1,108 @@
+"""The one boto3 facade. Everything the broker does to S3 goes through `Storage`.
+
+The client is pinned to SigV4: boto3's default for presigned POST is the legacy SigV2 (`AWSAccessKeyId` /
+`signature` fields), which S3 buckets created after June 2020 refuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from app.config import Settings
+
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(frozen=True)
+class ObjectHead:
+    size: int
+    etag: str
+    content_type: str | None
+
+
+class Storage:
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        self.region = settings.s3_region
+        self.endpoint_url = settings.s3_endpoint_url
+        self.public_base_url = settings.public_base_url
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region,
+            config=Config(
+                signature_version="s3v4",
+                # A custom endpoint (MinIO, the local stack) serves buckets by path, not by host name.
+                s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=5,
+                read_timeout=60,
+            ),
+        )
+
+    # --- tickets and links -------------------------------------------------------------------------------
+    def presign_post(
+        self, key: str, content_type: str, conditions: list[object], expires_in: int
+    ) -> dict[str, Any]:
+        """A browser POST policy; `conditions` must pin everything the client may not change."""
+        return self.client.generate_presigned_post(  # type: ignore[no-any-return]
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=conditions,
+            ExpiresIn=expires_in,
+        )
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        return self.client.generate_presigned_url(  # type: ignore[no-any-return]
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+    def public_url(self, key: str) -> str:
+        """The CDN URL when one is configured, else the bucket's own URL."""
+        if self.public_base_url:
+            return f"{self.public_base_url.rstrip('/')}/{key}"
+        if self.endpoint_url:
+            return f"{self.endpoint_url.rstrip('/')}/{self.bucket}/{key}"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
+
+    # --- objects -----------------------------------------------------------------------------------------
+    def head(self, key: str) -> ObjectHead | None:
+        try:
+            response = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
+                return None
+            raise
+        return ObjectHead(response["ContentLength"], response["ETag"].strip('"'), response.get("ContentType"))
+
+    def download(self, key: str, destination: Path) -> None:
+        """Stream an object to a local file (never into memory: videos are up to 1 GiB)."""
+        with destination.open("wb") as sink:
+            self.client.download_fileobj(self.bucket, key, sink)
+
+    def put(
+        self, key: str, body: bytes, content_type: str, cache_control: str, metadata: dict[str, str]
+    ) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            CacheControl=cache_control,
+            Metadata=metadata,
+        )
+
+    def delete(self, key: str) -> None:
+        """Idempotent: deleting a missing key is not an error in S3."""
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def check(self) -> None:
+        """Raise unless the bucket answers (readiness)."""
+        self.client.head_bucket(Bucket=self.bucket)

@@ -1,0 +1,75 @@
+"""Issuing upload tickets: record the pending upload, then presign the POST that pins it."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from app.auth import Principal
+from app.domain.keys import temp_key
+from app.domain.states import UploadStatus
+from app.domain.tickets import TicketRequest, plan_ticket, post_policy_conditions
+from app.models import Upload
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    upload: Upload
+    post: dict[str, Any]
+
+
+def clean_filename(filename: str | None) -> str | None:
+    """Keep only the base name, printable, for metadata; it never becomes part of a key."""
+    if not filename:
+        return None
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(ch for ch in unicodedata.normalize("NFC", base) if ch.isprintable())
+    return printable.strip()[:255] or None
+
+
+def issue_ticket(
+    services: Services, principal: Principal, request: TicketRequest, filename: str | None
+) -> Ticket:
+    now = datetime.now(UTC)
+    plan = plan_ticket(request, principal.roles, now.date())
+    upload_id = str(uuid.uuid4())
+    key = temp_key(upload_id)
+    ttl = services.settings.ticket_ttl_seconds
+    upload = Upload(
+        id=upload_id,
+        owner_id=principal.user_id,
+        kind=plan.kind.name,
+        status=UploadStatus.PENDING.value,
+        visibility=plan.kind.visibility.value,
+        declared_type=plan.content_type,
+        declared_size=request.size,
+        filename=clean_filename(filename),
+        context=plan.context,
+        temp_key=key,
+        ticket_expires_at=now + timedelta(seconds=ttl),
+        created_at=now,
+        updated_at=now,
+    )
+    conditions = post_policy_conditions(services.storage.bucket, key, plan.content_type, plan.max_bytes)
+    post = services.storage.presign_post(key, plan.content_type, conditions, ttl)
+    # Recorded only once presigning worked, so a store outage leaves no orphan `pending` rows.
+    with services.db.session() as session:
+        session.add(upload)
+    log.info(
+        "ticket issued",
+        extra={
+            "upload_id": upload_id,
+            "key": key,
+            "kind": plan.kind.name,
+            "stage": "ticket",
+            "outcome": "issued",
+        },
+    )
+    return Ticket(upload, post)

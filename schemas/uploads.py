@@ -1,0 +1,72 @@
+"""Wire types of the uploads and media endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.errors import ErrorDetail
+
+
+class UploadContext(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workout_id: str | None = None
+    meal_date: str | None = Field(default=None, description="YYYY-MM-DD; food images default to today (UTC)")
+    exercise_id: str | None = None
+    document_id: str | None = None
+
+
+class CreateUploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="avatar, workout_photo, food_image, ...")
+    content_type: str
+    size: int = Field(gt=0, description="bytes the client will upload; the ticket allows at most this many")
+    filename: str | None = Field(default=None, max_length=255)
+    context: UploadContext = Field(default_factory=UploadContext)
+
+
+class PresignedPost(BaseModel):
+    method: Literal["POST"] = "POST"
+    url: str
+    fields: dict[str, str]
+
+
+class TicketResponse(BaseModel):
+    upload_id: str
+    status: str
+    expires_at: datetime
+    max_size: int
+    upload: PresignedPost
+
+
+class MediaInfo(BaseModel):
+    content_type: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    sha256: str
+
+
+class UploadStatusResponse(BaseModel):
+    upload_id: str
+    kind: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    media: MediaInfo | None = None
+    error: ErrorDetail | None = None
+
+
+class MediaResponse(BaseModel):
+    upload_id: str
+    kind: str
+    content_type: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    url: str
+    url_expires_at: datetime | None = None

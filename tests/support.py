@@ -1,0 +1,77 @@
+"""Test helpers: real servers on loopback, and a client that talks to the broker as the mobile app does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+
+class ServedApp:
+    """A WSGI app served over real HTTP on 127.0.0.1, in a thread."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+@dataclass
+class BrokerClient:
+    """The mobile app's view of the broker: bearer token, tickets, direct upload to the store, polling."""
+
+    api_url: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def request_ticket(self, kind: str, content_type: str, size: int, **extra: Any) -> requests.Response:
+        body = {"kind": kind, "content_type": content_type, "size": size, **extra}
+        return requests.post(f"{self.api_url}/v1/uploads", json=body, headers=self.headers, timeout=10)
+
+    def ticket(self, kind: str, content_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+        response = self.request_ticket(kind, content_type, len(data), **extra)
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def post_to_store(ticket: dict[str, Any], data: bytes, filename: str = "upload.bin") -> requests.Response:
+        post = ticket["upload"]
+        return requests.post(post["url"], data=post["fields"], files={"file": (filename, data)}, timeout=30)
+
+    def upload(self, kind: str, content_type: str, data: bytes, **extra: Any) -> str:
+        """Ticket + direct upload; returns the upload id."""
+        ticket = self.ticket(kind, content_type, data, **extra)
+        stored = self.post_to_store(ticket, data)
+        assert stored.status_code in (200, 201, 204), stored.text
+        return str(ticket["upload_id"])
+
+    def status(self, upload_id: str) -> requests.Response:
+        return requests.get(f"{self.api_url}/v1/uploads/{upload_id}", headers=self.headers, timeout=10)
+
+    def media(self, upload_id: str) -> requests.Response:
+        return requests.get(f"{self.api_url}/v1/media/{upload_id}", headers=self.headers, timeout=10)
+
+    def wait_status(self, upload_id: str, wanted: Iterable[str], timeout: float = 20.0) -> dict[str, Any]:
+        wanted = set(wanted)
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = self.status(upload_id).json()
+            if body.get("status") in wanted:
+                return body
+            time.sleep(0.05)
+        raise AssertionError(f"upload {upload_id} stayed {body.get('status')!r}, wanted {sorted(wanted)}")
