@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import click
 
+from app.cli_lifecycle import register_lifecycle_commands
+from app.cli_ops import register_ops_commands
 from app.config import get_settings
 from app.logging_setup import configure_logging
 
@@ -85,6 +87,10 @@ def dev(port: int) -> None:
 
     sys.exit(run_dev(port))
 
+
+# Operations commands live beside the code they drive.
+register_ops_commands(main)
+register_lifecycle_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     public_cache_control: str = "public, max-age=86400"
     max_image_pixels: int = 50_000_000
 
+    # Per-user limits on tickets: a flask-limiter rate string, and an optional storage quota in bytes
+    # (sum of the user's live media plus open tickets).
+    ticket_rate_limit: str = "60/minute"
+    storage_quota_bytes: int | None = None
+
+    # Lifecycle. S3 events get lost (SNS gives up after 3 tries by default), so a reconcile sweep looks for
+    # temp/ objects whose upload is still `pending` after `reconcile_after_seconds`, and for uploads stuck in
+    # `uploaded`/`processing` longer than `stuck_after_seconds` (above the job timeout).
+    temp_max_age_seconds: int = 24 * 3600
+    reconcile_after_seconds: int = 300
+    stuck_after_seconds: int = 1800
+
+    # Dotted path of the job run when a food image is ready (the food-recognition service); none by default.
+    food_recognition_job: str | None = None
+
     # Transient failures (S3, DB) are retried by RQ with these delays, then the upload is `failed`.
     job_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
     job_timeout_seconds: int = 600

@@ -51,9 +51,13 @@ def accept_record(services: Services, record: S3EventRecord, source: str) -> Out
     ):
         log.info("event ignored", extra={**context, "outcome": Outcome.IGNORED.value})
         return Outcome.IGNORED
-    context["upload_id"] = upload_id
+    return queue_upload(services, upload_id, record.s3.object.etag, {**context, "upload_id": upload_id})
+
+
+def queue_upload(services: Services, upload_id: str, etag: str | None, context: dict[str, str]) -> Outcome:
+    """Claim `pending` → `uploaded` and queue the job; used by the webhook and by the reconcile sweep."""
     with services.db.session() as session:
-        claimed = advance(session, upload_id, UploadStatus.UPLOADED, event_etag=record.s3.object.etag)
+        claimed = advance(session, upload_id, UploadStatus.UPLOADED, event_etag=etag)
     if not claimed:
         log.info("event duplicate or unknown upload", extra={**context, "outcome": Outcome.DUPLICATE.value})
         return Outcome.DUPLICATE

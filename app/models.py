@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, TypeDecorator
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, TypeDecorator, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -64,6 +64,9 @@ class Upload(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
 
+    # Set when the food-recognition job has finished with this image.
+    ai_processed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
     # Filled on rejection / failure.
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(String(500))
@@ -75,3 +78,16 @@ class Upload(Base):
         Index("ix_uploads_owner_created", "owner_id", "created_at"),
         Index("ix_uploads_status_updated", "status", "updated_at"),
     )
+
+
+class Grant(Base):
+    """The owner lets `viewer_id` see their private media (the seed's friend / trainer rule)."""
+
+    __tablename__ = "grants"
+
+    owner_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    viewer_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    relation: Mapped[str] = mapped_column(String(16))  # "friend" or "trainer"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_grants_viewer", "viewer_id"),)

@@ -19,6 +19,7 @@ from app.domain.states import UploadStatus
 from app.models import Upload
 from app.repository import advance, get_upload
 from app.services import Services
+from workers.hooks import after_ready
 from workers.stages.fetch import fetch
 from workers.stages.image import ImageRules, process_image
 from workers.stages.promote import promote
@@ -104,6 +105,7 @@ def _process(services: Services, upload: Upload, context: dict[str, str]) -> Non
         )
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.
     _delete_temp(services, upload, context)
+    after_ready(services, upload)
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
 
 

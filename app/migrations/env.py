@@ -1,5 +1,7 @@
 """Alembic environment: the URL comes from the caller (`broker db upgrade`) or BROKER_DATABASE_URL."""
 
+from typing import Any
+
 from alembic import context
 
 from app.config import get_settings
@@ -8,6 +10,13 @@ from app.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database_url
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Render our UTC column type as a plain timezone-aware DateTime, so migrations never import app code."""
+    if type_ == "type" and type(obj).__name__ == "UtcDateTime":
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def run_migrations_offline() -> None:
@@ -19,7 +28,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = make_engine(url)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(
+            connection=connection,
+            target_metadata=Base.metadata,
+            render_as_batch=True,
+            render_item=render_item,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

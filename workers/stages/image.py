@@ -111,6 +111,14 @@ def process_image(source: Path, mime: str, rules: ImageRules = ImageRules()) -> 
     decoder = DECODERS.get(mime)
     if decoder is None:
         raise Rejected(RejectionCode.TYPE_MISMATCH, f"{mime} is not an image type this stage processes")
+    small, orientation, icc = _decode_to_size(source, decoder, rules)
+    # The decoded full-size image is gone by now (it lived in _decode_to_size): the encode runs lean.
+    out = _orient(_to_srgb(small, icc), orientation)
+    return ProcessedImage(data=_encode(out, rules.quality), width=out.width, height=out.height)
+
+
+def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Image.Image, int, bytes | None]:
+    """The image at output size (not yet oriented or colour-managed), its EXIF orientation and ICC profile."""
     with source.open("rb") as fp, _open(fp, decoder) as img:
         _check_pixels(img.size, rules.max_pixels)
         target = _fit(img.size, rules.max_edge)
@@ -119,8 +127,7 @@ def process_image(source: Path, mime: str, rules: ImageRules = ImageRules()) -> 
         img.draft("YCbCr" if fast else None, target)
         _load(img, decoder)
         small = _resize_ycbcr(img, target, rules.parallel) if fast else _resample(_flatten(img), target)
-        out = _orient(_to_srgb(small, img.info.get("icc_profile")), _orientation(img))
-        return ProcessedImage(data=_encode(out, rules.quality), width=out.width, height=out.height)
+        return small, _orientation(img), img.info.get("icc_profile")
 
 
 def _open(fp: BinaryIO, decoder: str) -> Image.Image:
@@ -193,13 +200,16 @@ def _resize_ycbcr(img: Image.Image, size: tuple[int, int], parallel: bool) -> Im
     resampling three full-size channels. No YCbCr<->RGB conversion happens on either side. The bench
     measures it at ~10% less CPU and ~0.1 dB more PSNR than resizing RGB.
     """
-    luma, cb, cr = img.split()
+
+    def chroma() -> tuple[Image.Image, Image.Image]:
+        return _chroma(img.getchannel(1), size), _chroma(img.getchannel(2), size)
+
     if not parallel:
-        return Image.merge("YCbCr", (_resample(luma, size), _chroma(cb, size), _chroma(cr, size)))
+        return Image.merge("YCbCr", (_resample(img.getchannel(0), size), *chroma()))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-chroma") as pool:
-        chroma = pool.submit(lambda: (_chroma(cb, size), _chroma(cr, size)))
-        luma = _resample(luma, size)
-        return Image.merge("YCbCr", (luma, *chroma.result()))
+        cbcr = pool.submit(chroma)
+        luma = _resample(img.getchannel(0), size)
+        return Image.merge("YCbCr", (luma, *cbcr.result()))
 
 
 def _chroma(plane: Image.Image, size: tuple[int, int]) -> Image.Image:
