@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     # signature is still verified against a real certificate.
     sns_cert_endpoint_url: str | None = None
 
-    ticket_ttl_seconds: int = Field(default=600, ge=30, le=900)  # AWS caps nothing; we promise <= 15 min
+    ticket_ttl_seconds: int = Field(default=600, ge=1, le=900)  # the contract: a ticket lives <= 15 min
     private_url_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     public_cache_control: str = "public, max-age=86400"
     max_image_pixels: int = 50_000_000
