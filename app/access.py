@@ -1,21 +1,31 @@
-"""Who may see which media, and the link they get.
+"""Who may see which media, and the link they get (the seed's owner / friend / trainer rule).
 
-Public media go out through the CDN (cacheable, no expiry); private media only as a presigned GET that
-expires in `private_url_ttl_seconds` (60 s by default), and only to the owner.
+- Public media (avatars, food photos) may be seen by any signed-in user; the link is the CDN URL.
+- Private media (workout photos, documents) only by the owner and by users the owner granted access
+  (friend or trainer); the link is a presigned GET that expires in `private_url_ttl_seconds` (60 s).
+- Everyone else gets the same 404 as for a missing id: existence is not leaked.
+Grants are read on every request, so a revoke takes effect on the very next one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
 from app.domain.kinds import Visibility
 from app.domain.states import UploadStatus
-from app.models import Upload
+from app.models import Grant, Upload
 from app.services import Services
+
+
+class Relation(StrEnum):
+    FRIEND = "friend"
+    TRAINER = "trainer"
 
 
 @dataclass(frozen=True)
@@ -24,10 +34,23 @@ class MediaLink:
     expires_at: datetime | None
 
 
+def has_grant(session: Session, owner_id: str, viewer_id: str) -> bool:
+    return session.get(Grant, (owner_id, viewer_id)) is not None
+
+
 def may_view(session: Session, upload: Upload, viewer: Principal) -> bool:
     if upload.status != UploadStatus.READY or upload.final_key is None:
         return False
-    return upload.owner_id == viewer.user_id
+    if upload.owner_id == viewer.user_id or upload.visibility == Visibility.PUBLIC:
+        return True
+    return has_grant(session, upload.owner_id, viewer.user_id)
+
+
+def visible_visibilities(session: Session, owner_id: str, viewer: Principal) -> frozenset[Visibility]:
+    """Which of `owner_id`'s media `viewer` may list."""
+    if owner_id == viewer.user_id or has_grant(session, owner_id, viewer.user_id):
+        return frozenset(Visibility)
+    return frozenset({Visibility.PUBLIC})
 
 
 def media_link(services: Services, upload: Upload) -> MediaLink:
@@ -37,3 +60,28 @@ def media_link(services: Services, upload: Upload) -> MediaLink:
     ttl = services.settings.private_url_ttl_seconds
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
     return MediaLink(services.storage.presign_get(upload.final_key, ttl), expires_at)
+
+
+def grant(session: Session, owner_id: str, viewer_id: str, relation: Relation) -> tuple[Grant, bool]:
+    """Create or update a grant; returns it and whether it is new."""
+    existing = session.get(Grant, (owner_id, viewer_id))
+    if existing is not None:
+        existing.relation = relation.value
+        return existing, False
+    created = Grant(
+        owner_id=owner_id, viewer_id=viewer_id, relation=relation.value, created_at=datetime.now(UTC)
+    )
+    session.add(created)
+    return created, True
+
+
+def revoke(session: Session, owner_id: str, viewer_id: str) -> None:
+    session.execute(delete(Grant).where(Grant.owner_id == owner_id, Grant.viewer_id == viewer_id))
+
+
+def grants_given(session: Session, owner_id: str) -> list[Grant]:
+    return list(session.scalars(select(Grant).where(Grant.owner_id == owner_id).order_by(Grant.created_at)))
+
+
+def grants_received(session: Session, viewer_id: str) -> list[Grant]:
+    return list(session.scalars(select(Grant).where(Grant.viewer_id == viewer_id).order_by(Grant.created_at)))

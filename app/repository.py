@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.states import UploadStatus, sources_of
@@ -31,3 +32,46 @@ def advance(session: Session, upload_id: str, to: UploadStatus, **fields: Any) -
     )
     result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
     return result.rowcount == 1
+
+
+def list_ready_media(
+    session: Session,
+    owner_id: str,
+    visibilities: frozenset[str],
+    kind: str | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Upload]:
+    """An owner's ready media, newest first, keyset-paginated on (created_at, id) so pages never shift."""
+    query = select(Upload).where(
+        Upload.owner_id == owner_id,
+        Upload.status == UploadStatus.READY.value,
+        Upload.visibility.in_(sorted(visibilities)),
+    )
+    if kind:
+        query = query.where(Upload.kind == kind)
+    if before:
+        created_at, upload_id = before
+        query = query.where(
+            or_(Upload.created_at < created_at, and_(Upload.created_at == created_at, Upload.id < upload_id))
+        )
+    return list(session.scalars(query.order_by(Upload.created_at.desc(), Upload.id.desc()).limit(limit)))
+
+
+# Statuses whose bytes count against a quota: stored media, and tickets that may still be used.
+_QUOTA_STATUSES = [s.value for s in (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.PROCESSING)]
+
+
+def bytes_in_use(session: Session, owner_id: str) -> int:
+    """Stored bytes of ready media plus the declared size of uploads still in flight."""
+    stored = session.scalar(
+        select(func.coalesce(func.sum(Upload.bytes), 0)).where(
+            Upload.owner_id == owner_id, Upload.status == UploadStatus.READY.value
+        )
+    )
+    in_flight = session.scalar(
+        select(func.coalesce(func.sum(Upload.declared_size), 0)).where(
+            Upload.owner_id == owner_id, Upload.status.in_(_QUOTA_STATUSES)
+        )
+    )
+    return int(stored or 0) + int(in_flight or 0)

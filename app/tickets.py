@@ -12,8 +12,9 @@ from typing import Any
 from app.auth import Principal
 from app.domain.keys import temp_key
 from app.domain.states import UploadStatus
-from app.domain.tickets import TicketRequest, plan_ticket, post_policy_conditions
+from app.domain.tickets import TicketRequest, check_quota, plan_ticket, post_policy_conditions
 from app.models import Upload
+from app.repository import bytes_in_use
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,10 @@ def issue_ticket(
 ) -> Ticket:
     now = datetime.now(UTC)
     plan = plan_ticket(request, principal.roles, now.date())
+    if services.settings.storage_quota_bytes is not None:
+        with services.db.session() as session:
+            in_use = bytes_in_use(session, principal.user_id)
+        check_quota(in_use, plan.max_bytes, services.settings.storage_quota_bytes)
     upload_id = str(uuid.uuid4())
     key = temp_key(upload_id)
     ttl = services.settings.ticket_ttl_seconds

@@ -70,3 +70,8 @@ class MediaResponse(BaseModel):
     height: int | None = None
     url: str
     url_expires_at: datetime | None = None
+
+
+class MediaPage(BaseModel):
+    items: list[MediaResponse]
+    next_cursor: str | None = None

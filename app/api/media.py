@@ -1,28 +1,31 @@
-"""`/v1/media`: links to promoted media for those allowed to see them."""
+"""`/v1/media`: links to promoted media for those allowed to see them, listing, and deletion."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+import base64
+import binascii
+from datetime import datetime
+from uuid import UUID
 
-from app.access import may_view, media_link
+from flask import Blueprint, Response, jsonify, request
+
+from app.access import may_view, media_link, visible_visibilities
 from app.api.context import current_principal, services
-from app.api.errors import not_found
-from app.repository import get_upload
-from schemas.uploads import MediaResponse
+from app.api.errors import ApiError, not_found
+from app.models import Upload
+from app.removal import Removal, remove_upload
+from app.repository import get_upload, list_ready_media
+from schemas.uploads import MediaPage, MediaResponse
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
 
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
 
-@bp.get("/<upload_id>")
-def get_media(upload_id: str) -> Response:
-    viewer = current_principal()
-    s = services()
-    with s.db.session() as session:
-        upload = get_upload(session, upload_id)
-        if upload is None or not may_view(session, upload, viewer):
-            raise not_found()
-    link = media_link(s, upload)
-    response = MediaResponse(
+
+def _wire(upload: Upload) -> MediaResponse:
+    link = media_link(services(), upload)
+    return MediaResponse(
         upload_id=upload.id,
         kind=upload.kind,
         content_type=upload.content_type or upload.declared_type,
@@ -32,4 +35,76 @@ def get_media(upload_id: str) -> Response:
         url=link.url,
         url_expires_at=link.expires_at,
     )
-    return jsonify(response.model_dump(mode="json", exclude_none=True))
+
+
+@bp.get("/<upload_id>")
+def get_media(upload_id: str) -> Response:
+    viewer = current_principal()
+    with services().db.session() as session:
+        upload = get_upload(session, upload_id)
+        if upload is None or not may_view(session, upload, viewer):
+            raise not_found()
+    return jsonify(_wire(upload).model_dump(mode="json", exclude_none=True))
+
+
+@bp.get("")
+def list_media() -> Response:
+    """The caller's media (or, with `owner=`, what the caller may see of another user's), newest first."""
+    viewer = current_principal()
+    owner_id = _user_id(request.args.get("owner") or viewer.user_id)
+    kind = request.args.get("kind") or None
+    limit = _page_size(request.args.get("limit"))
+    before = _decode_cursor(request.args.get("cursor"))
+    with services().db.session() as session:
+        visibilities = visible_visibilities(session, owner_id, viewer)
+        rows = list_ready_media(session, owner_id, frozenset(visibilities), kind, before, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = _encode_cursor(page[-1]) if more and page else None
+    body = MediaPage(items=[_wire(upload) for upload in page], next_cursor=next_cursor)
+    return jsonify(body.model_dump(mode="json", exclude_none=True))
+
+
+@bp.delete("/<upload_id>")
+def delete_media(upload_id: str) -> tuple[str, int]:
+    """Owner only; idempotent (deleting twice is 204 both times)."""
+    owner = current_principal()
+    outcome = remove_upload(services(), upload_id, owner.user_id)
+    if outcome == Removal.NOT_FOUND:
+        raise not_found()
+    if outcome == Removal.IN_PROGRESS:
+        raise ApiError(409, "upload_in_progress", "the upload is being processed; delete it once it is done")
+    return "", 204
+
+
+def _user_id(value: str) -> str:
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise ApiError(422, "invalid_request", "owner must be a user id (UUID)") from None
+
+
+def _page_size(raw: str | None) -> int:
+    try:
+        size = int(raw) if raw else DEFAULT_PAGE
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE:
+        raise ApiError(422, "invalid_request", f"limit must be 1-{MAX_PAGE}")
+    return size
+
+
+def _encode_cursor(upload: Upload) -> str:
+    raw = f"{upload.created_at.isoformat()}|{upload.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """Opaque to clients: the (created_at, id) of the last item they saw."""
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, upload_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), upload_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ApiError(422, "invalid_request", "cursor is not one this API returned") from None

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.api.context import current_principal, services
 from app.api.errors import ApiError, not_found
+from app.api.ratelimit import limiter, ticket_rate_limit
 from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
 from app.repository import get_owned_upload
 from app.tickets import issue_ticket
@@ -25,10 +26,12 @@ REFUSAL_STATUS = {
     TicketRefusal.UNSUPPORTED_TYPE: 415,
     TicketRefusal.TOO_LARGE: 413,
     TicketRefusal.FORBIDDEN_KIND: 403,
+    TicketRefusal.QUOTA_EXCEEDED: 413,
 }
 
 
 @bp.post("")
+@limiter.limit(ticket_rate_limit)
 def create_upload() -> tuple[Response, int]:
     principal = current_principal()
     body = CreateUploadRequest.model_validate(request.get_json(silent=True) or {})

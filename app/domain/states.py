@@ -32,7 +32,8 @@ _SOURCES: dict[UploadStatus, frozenset[UploadStatus]] = {
     S.REJECTED: frozenset({S.UPLOADED, S.PROCESSING}),
     S.FAILED: frozenset({S.UPLOADED, S.PROCESSING}),
     S.EXPIRED: frozenset({S.PENDING}),
-    S.DELETED: frozenset({S.READY, S.REJECTED, S.FAILED, S.EXPIRED}),
+    # Deleting a pending upload cancels its ticket; a later event then finds nothing to do.
+    S.DELETED: frozenset({S.PENDING, S.READY, S.REJECTED, S.FAILED, S.EXPIRED}),
     # Only used to undo `uploaded` when the job could not be queued, so the sender's retry is not ignored.
     S.PENDING: frozenset({S.UPLOADED}),
 }

@@ -24,6 +24,7 @@ class TicketRefusal(StrEnum):
     UNSUPPORTED_TYPE = "unsupported_type"
     TOO_LARGE = "too_large"
     FORBIDDEN_KIND = "forbidden_kind"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class TicketRefused(Exception):
@@ -97,3 +98,12 @@ def post_policy_conditions(bucket: str, key: str, content_type: str, max_bytes: 
         ["eq", "$Content-Type", content_type],
         ["content-length-range", 1, max_bytes],
     ]
+
+
+def check_quota(in_use: int, requested: int, quota: int | None) -> None:
+    """A user's stored media plus open tickets may not exceed their quota (None = unlimited)."""
+    if quota is not None and in_use + requested > quota:
+        raise TicketRefused(
+            TicketRefusal.QUOTA_EXCEEDED,
+            f"storage quota is {quota} bytes; {in_use} in use, this upload needs {requested}",
+        )

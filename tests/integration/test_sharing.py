@@ -1,0 +1,144 @@
+"""Access and sharing over HTTP: grants, revocation, listing, deletion, rate limits and quotas."""
+
+from __future__ import annotations
+
+import uuid
+
+import jwt
+import requests
+
+from app import create_app
+from app.repository import get_upload
+from app.services import Services
+from tests import images
+from tests.conftest import client_for
+from tests.support import BrokerClient, ServedApp
+
+
+def ready_upload(client: BrokerClient, drain, kind: str = "workout_photo", **extra) -> str:
+    if kind == "workout_photo":
+        extra.setdefault("context", {"workout_id": "leg-day"})
+    upload_id = client.upload(kind, "image/jpeg", images.jpeg(320, 240), **extra)
+    client.wait_status(upload_id, {"uploaded"})
+    drain()
+    assert client.status(upload_id).json()["status"] == "ready"
+    return upload_id
+
+
+def user_id_of(client: BrokerClient) -> str:
+    return jwt.decode(client.token, options={"verify_signature": False})["sub"]
+
+
+def grant(owner: BrokerClient, viewer: BrokerClient, relation: str = "friend") -> requests.Response:
+    body = {"viewer_id": user_id_of(viewer), "relation": relation}
+    return requests.post(f"{owner.api_url}/v1/grants", json=body, headers=owner.headers, timeout=10)
+
+
+def listing(client: BrokerClient, **params) -> requests.Response:
+    return requests.get(f"{client.api_url}/v1/media", params=params, headers=client.headers, timeout=10)
+
+
+def test_grant_lets_a_friend_see_private_media_until_revoked(alice, bob, drain):
+    photo = ready_upload(alice, drain)
+    assert bob.media(photo).status_code == 404
+    assert listing(bob, owner=user_id_of(alice)).json()["items"] == []
+
+    created = grant(alice, bob, "trainer")
+    assert created.status_code == 201
+    assert created.json()["relation"] == "trainer"
+    assert grant(alice, bob, "friend").status_code == 200  # updating is not a second grant
+
+    seen = bob.media(photo)
+    assert seen.status_code == 200
+    assert seen.json()["url_expires_at"]
+    assert requests.get(seen.json()["url"], timeout=10).status_code == 200
+    assert [m["upload_id"] for m in listing(bob, owner=user_id_of(alice)).json()["items"]] == [photo]
+    given = requests.get(f"{alice.api_url}/v1/grants", headers=alice.headers, timeout=10).json()["grants"]
+    assert [(g["viewer_id"], g["relation"]) for g in given] == [(user_id_of(bob), "friend")]
+    received = requests.get(
+        f"{bob.api_url}/v1/grants", params={"direction": "received"}, headers=bob.headers, timeout=10
+    ).json()["grants"]
+    assert [g["owner_id"] for g in received] == [user_id_of(alice)]
+
+    revoked = requests.delete(
+        f"{alice.api_url}/v1/grants/{user_id_of(bob)}", headers=alice.headers, timeout=10
+    )
+    assert revoked.status_code == 204
+    assert bob.media(photo).status_code == 404  # the very next request
+    assert listing(bob, owner=user_id_of(alice)).json()["items"] == []
+    again = requests.delete(f"{alice.api_url}/v1/grants/{user_id_of(bob)}", headers=alice.headers, timeout=10)
+    assert again.status_code == 204
+
+
+def test_public_media_are_visible_to_other_users_private_are_not(alice, bob, drain):
+    avatar = ready_upload(alice, drain, "avatar")
+    private = ready_upload(alice, drain)
+
+    assert bob.media(avatar).status_code == 200
+    assert bob.media(private).status_code == 404
+    assert [m["upload_id"] for m in listing(bob, owner=user_id_of(alice)).json()["items"]] == [avatar]
+
+
+def test_listing_is_newest_first_filtered_and_cursor_paginated(alice, drain):
+    ids = [ready_upload(alice, drain, "food_image") for _ in range(3)]
+    ids.append(ready_upload(alice, drain, "avatar"))
+
+    first = listing(alice, limit=2).json()
+    assert [m["upload_id"] for m in first["items"]] == [ids[3], ids[2]]
+    second = listing(alice, limit=2, cursor=first["next_cursor"]).json()
+    assert [m["upload_id"] for m in second["items"]] == [ids[1], ids[0]]
+    assert "next_cursor" not in second
+    food = listing(alice, kind="food_image").json()["items"]
+    assert [m["upload_id"] for m in food] == [ids[2], ids[1], ids[0]]
+    assert listing(alice, cursor="garbage!").status_code == 422
+    assert listing(alice, limit=0).status_code == 422
+
+
+def test_owner_deletes_media_idempotently_and_objects_go(alice, bob, drain, services):
+    photo = ready_upload(alice, drain)
+    with services.db.session() as session:
+        final_key = get_upload(session, photo).final_key
+    assert services.storage.head(final_key) is not None
+
+    assert (
+        requests.delete(f"{bob.api_url}/v1/media/{photo}", headers=bob.headers, timeout=10).status_code == 404
+    )
+    gone = requests.delete(f"{alice.api_url}/v1/media/{photo}", headers=alice.headers, timeout=10)
+    assert gone.status_code == 204
+    assert services.storage.head(final_key) is None
+    assert alice.status(photo).json()["status"] == "deleted"
+    assert alice.media(photo).status_code == 404
+    assert listing(alice).json()["items"] == []
+    again = requests.delete(f"{alice.api_url}/v1/media/{photo}", headers=alice.headers, timeout=10)
+    assert again.status_code == 204
+
+
+def test_ticket_rate_limit_per_user(services, settings):
+    limited = Services(settings.model_copy(update={"ticket_rate_limit": "3/minute"}))
+    served = ServedApp(create_app(services=limited))
+    try:
+        carol, dave = client_for(served), client_for(served)
+        codes = [carol.request_ticket("avatar", "image/jpeg", 10).status_code for _ in range(4)]
+        assert codes == [201, 201, 201, 429]
+        refused = carol.request_ticket("avatar", "image/jpeg", 10)
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert 0 < int(refused.headers["Retry-After"]) <= 60
+        assert dave.request_ticket("avatar", "image/jpeg", 10).status_code == 201  # per user
+    finally:
+        served.stop()
+        limited.db.dispose()
+
+
+def test_storage_quota_counts_stored_media_and_open_tickets(services, settings, drain):
+    quota = Services(settings.model_copy(update={"storage_quota_bytes": 100_000}))
+    served = ServedApp(create_app(services=quota))
+    try:
+        erin = client_for(served, str(uuid.uuid4()))
+        assert erin.request_ticket("avatar", "image/jpeg", 60_000).status_code == 201
+        over = erin.request_ticket("avatar", "image/jpeg", 50_000)
+        assert over.status_code == 413
+        assert over.json()["error"]["code"] == "quota_exceeded"
+        assert erin.request_ticket("avatar", "image/jpeg", 40_000).status_code == 201
+    finally:
+        served.stop()
+        quota.db.dispose()
