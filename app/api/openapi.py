@@ -1,0 +1,155 @@
+"""`GET /openapi.json`: OpenAPI 3.1 of the API, generated from the same pydantic schemas the handlers use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from http import HTTPStatus
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.errors import ErrorResponse
+from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
+from schemas.uploads import (
+    CreateUploadRequest,
+    MediaPage,
+    MediaResponse,
+    TicketResponse,
+    UploadStatusResponse,
+)
+
+bp = Blueprint("openapi", __name__)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    auth: bool = True
+    query: tuple[str, ...] = field(default=())
+
+
+OPERATIONS = (
+    Operation(
+        "post",
+        "/v1/uploads",
+        "Request an upload ticket (presigned S3 POST)",
+        {
+            201: TicketResponse,
+            401: ErrorResponse,
+            403: ErrorResponse,
+            413: ErrorResponse,
+            415: ErrorResponse,
+            422: ErrorResponse,
+            429: ErrorResponse,
+        },
+        CreateUploadRequest,
+    ),
+    Operation(
+        "get",
+        "/v1/uploads/{upload_id}",
+        "An upload's status (owner only)",
+        {200: UploadStatusResponse, 404: ErrorResponse},
+    ),
+    Operation(
+        "get",
+        "/v1/media",
+        "Ready media of the caller, or what the caller may see of `owner`",
+        {200: MediaPage, 422: ErrorResponse},
+        query=("kind", "owner", "cursor", "limit"),
+    ),
+    Operation(
+        "get",
+        "/v1/media/{upload_id}",
+        "A link to ready media (presigned for private media)",
+        {200: MediaResponse, 404: ErrorResponse},
+    ),
+    Operation(
+        "delete",
+        "/v1/media/{upload_id}",
+        "Delete media (owner only, idempotent)",
+        {204: None, 404: ErrorResponse, 409: ErrorResponse},
+    ),
+    Operation(
+        "post",
+        "/v1/grants",
+        "Let a friend or trainer see your private media",
+        {200: GrantResponse, 201: GrantResponse, 422: ErrorResponse},
+        CreateGrantRequest,
+    ),
+    Operation(
+        "get",
+        "/v1/grants",
+        "Grants you gave (or, direction=received, were given)",
+        {200: GrantList},
+        query=("direction",),
+    ),
+    Operation("delete", "/v1/grants/{viewer_id}", "Revoke a grant (idempotent)", {204: None}),
+    Operation(
+        "post",
+        "/v1/events/s3",
+        "S3 event notifications: SNS (signed) or direct (webhook token)",
+        {200: None, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 503: ErrorResponse},
+        auth=False,
+    ),
+    Operation("get", "/healthz", "Liveness", {200: None}, auth=False),
+    Operation("get", "/readyz", "Readiness of database, Redis and S3", {200: None, 503: None}, auth=False),
+    Operation("get", "/metrics", "Prometheus metrics", {200: None}, auth=False),
+    Operation("get", "/openapi.json", "This document", {200: None}, auth=False),
+)
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    models = {model for op in OPERATIONS for model in (op.body, *op.responses.values()) if model}
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}",
+    )
+    ref_of = {model: refs[(model, "validation")] for model in models}
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, ref_of)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "upload-broker", "version": "1", "description": "Direct-to-S3 media uploads."},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _operation(op: Operation, ref_of: dict[type[BaseModel], Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"summary": op.summary, "responses": {}}
+    for status, model in op.responses.items():
+        response: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+        if model is not None:
+            response["content"] = {"application/json": {"schema": ref_of[model]}}
+        spec["responses"][str(status)] = response
+    if op.body is not None:
+        spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[op.body]}}}
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_parameters(op.path)
+    ] + [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in op.query]
+    if parameters:
+        spec["parameters"] = parameters
+    spec["security"] = [{"bearer": []}] if op.auth else []
+    return spec
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())
