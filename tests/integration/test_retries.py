@@ -1,0 +1,63 @@
+"""Transient failures: RQ retries the job, then the upload is `failed`; ops can retry it to `ready`.
+A replayed job for a finished upload changes nothing."""
+
+from __future__ import annotations
+
+import time
+
+from rq import SimpleWorker
+from rq.registry import FailedJobRegistry
+
+from app.devstack.processes import free_port
+from app.queueing import enqueue_processing, processing_job_id
+from app.services import Services
+from tests import images
+from workers import jobs
+
+
+def work_with(services: Services, worker_services: Services, rounds: int = 1) -> None:
+    """Run queued jobs with `worker_services`, letting delayed retries come due between rounds."""
+    jobs.use_services(worker_services)
+    try:
+        for round_ in range(rounds):
+            if round_:
+                time.sleep(1.2)  # retry intervals in the test settings are 1 s
+            SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
+    finally:
+        jobs.use_services(services)
+
+
+def test_store_outage_is_retried_then_failed_then_recovered_by_ops(alice, services, settings):
+    upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
+    alice.wait_status(upload_id, {"uploaded"})
+    unreachable = Services(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
+
+    work_with(services, unreachable, rounds=len(settings.job_retry_intervals) + 1)
+
+    status = alice.status(upload_id).json()
+    assert status["status"] == "failed"
+    assert status["error"]["code"] == "processing_failed"
+    assert "Endpoint" in status["error"]["message"] or "connect" in status["error"]["message"].lower()
+    registry = FailedJobRegistry(queue=services.queue)
+    job_id = processing_job_id(upload_id)
+    assert job_id in registry.get_job_ids()
+
+    registry.requeue(job_id)  # what `broker failed retry` does
+    work_with(services, services)
+
+    recovered = alice.status(upload_id).json()
+    assert recovered["status"] == "ready"
+    assert "error" not in recovered
+
+
+def test_a_replayed_job_for_a_ready_upload_changes_nothing(alice, services, settings, drain):
+    upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
+    alice.wait_status(upload_id, {"uploaded"})
+    drain()
+    before = alice.status(upload_id).json()
+    assert before["status"] == "ready"
+
+    enqueue_processing(services.queue, settings, upload_id)
+    drain()
+
+    assert alice.status(upload_id).json() == before
