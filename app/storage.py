@@ -6,7 +6,9 @@ The client is pinned to SigV4: boto3's default for presigned POST is the legacy 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from app.config import Settings
+from app.domain.keys import TEMP_PREFIX, upload_id_from_temp_key
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,17 @@ class ObjectHead:
     size: int
     etag: str
     content_type: str | None
+
+
+@dataclass(frozen=True)
+class TempObject:
+    key: str
+    last_modified: datetime
+    etag: str
+
+    @property
+    def upload_id(self) -> str | None:
+        return upload_id_from_temp_key(self.key)
 
 
 class Storage:
@@ -102,6 +117,34 @@ class Storage:
     def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error in S3."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def list_temp_pages(self) -> Iterator[list[TempObject]]:
+        """Every object under `temp/`, a page (<= 1000) at a time.
+
+        ListObjectsV2 continues after the last key it returned, so deleting listed keys between pages is safe.
+        """
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=TEMP_PREFIX, PaginationConfig={"PageSize": 1000}
+        )
+        for page in pages:
+            yield [
+                TempObject(item["Key"], item["LastModified"], item.get("ETag", "").strip('"'))
+                for item in page.get("Contents", [])
+            ]
+
+    def delete_many(self, keys: list[str]) -> dict[str, str]:
+        """DeleteObjects, 1000 keys per request; returns the keys S3 refused, with its error code."""
+        refused: dict[str, str] = {}
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            response = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
+            )
+            refused.update(
+                {error["Key"]: error.get("Code", "unknown") for error in response.get("Errors", [])}
+            )
+        return refused
 
     def check(self) -> None:
         """Raise unless the bucket answers (readiness)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from app import metrics
 from app.auth import Principal
 from app.domain.keys import temp_key
 from app.domain.states import UploadStatus
@@ -77,4 +78,5 @@ def issue_ticket(
             "outcome": "issued",
         },
     )
+    metrics.ticket_issued(services, plan.kind.name)
     return Ticket(upload, post)

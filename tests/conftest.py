@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
 from rq import SimpleWorker
 from sqlalchemy import create_engine, text
 
@@ -35,7 +34,7 @@ from tests.support import BrokerClient, ServedApp
 from workers import jobs
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-MACHINE_REDIS = "redis://127.0.0.1:6379/13"  # a database of its own, flushed by the suite
+MACHINE_REDIS = "redis://127.0.0.1:6379/13"  # a database of its own; each session also has its own queue
 JWT_SECRET = "test-jwt-secret-not-for-production"
 WEBHOOK_TOKEN = "test-webhook-token"
 
@@ -64,7 +63,6 @@ def redis_url(logs_dir: Path) -> Iterator[str]:
     url = MACHINE_REDIS
     if not redis_answers(url):
         url, process = start_redis(logs_dir)
-    Redis.from_url(url).flushdb()
     yield url
     if process:
         process.stop()
@@ -121,9 +119,11 @@ def local_s3(logs_dir: Path) -> Iterator[LocalS3]:
 
 @pytest.fixture(scope="session")
 def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Settings:
-    bucket = f"broker-test-{uuid.uuid4().hex[:8]}"
+    session_id = uuid.uuid4().hex[:8]
+    bucket = f"broker-test-{session_id}"
     create_bucket(local_s3, bucket)
     return Settings(
+        queue_name=f"uploads-{session_id}",  # concurrent test sessions never take each other's jobs
         database_url=stack_database_url,
         redis_url=redis_url,
         s3_endpoint_url=local_s3.s3_url,
@@ -143,6 +143,7 @@ def services(settings: Settings) -> Iterator[Services]:
     jobs.use_services(services)
     yield services
     jobs.use_services(None)
+    services.queue.delete(delete_jobs=True)
     services.db.dispose()
 
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app import metrics
 from app.domain.keys import final_key
 from app.domain.kinds import KINDS, Processing, Visibility, processing_for
 from app.domain.rejections import Rejected
@@ -43,12 +44,15 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
         return status
     context = {"upload_id": upload_id, "key": upload.temp_key, "kind": upload.kind}
     started = time.monotonic()
+    metrics.job_started(services)
     try:
         _process(services, upload, context)
     except Rejected as rejected:
         _reject(services, upload, rejected, context)
+        metrics.job_finished("rejected", rejected.code.value)
         return UploadStatus.REJECTED.value
     except Exception as error:
+        metrics.job_finished("failed" if last_attempt else "retry", type(error).__name__)
         if last_attempt:
             with services.db.session() as session:
                 advance(
@@ -63,6 +67,7 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
             extra={**context, "stage": "process", "outcome": "failed" if last_attempt else "will_retry"},
         )
         raise
+    metrics.job_finished("ready")
     log.info(
         "upload ready",
         extra={
@@ -78,13 +83,17 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
 def _process(services: Services, upload: Upload, context: dict[str, str]) -> None:
     kind = KINDS[upload.kind]
     with tempfile.TemporaryDirectory(prefix="broker-") as workdir:
+        metrics.job_stage("fetch")
         source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, Path(workdir))
         log.info("fetched", extra={**context, "stage": "fetch", "outcome": "ok"})
+        metrics.job_stage("sniff")
         mime = sniff(source, upload.declared_type)
         if processing_for(mime) != Processing.IMAGE:
             raise ProcessingNotAvailable(f"no processing for {mime} yet")
+        metrics.job_stage("image")
         image = process_image(source, mime, ImageRules(max_pixels=services.settings.max_image_pixels))
         log.info("image processed", extra={**context, "stage": "image", "outcome": "ok"})
+    metrics.job_stage("promote")
     key = final_key(
         upload.kind, Visibility(upload.visibility), upload.owner_id, upload.id, "jpg", upload.context
     )

@@ -14,6 +14,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
+from app import metrics
 from app.api.context import services
 from app.api.errors import ApiError
 from app.events.sns import SnsRejectCode, SnsRejected
@@ -66,6 +67,8 @@ def _from_sns(message: dict[str, object]) -> Response:
         verifier.verify(message)
     except SnsRejected as rejected:
         log.warning("sns message refused", extra={"code": rejected.code.value, "stage": "intake"})
+        outcome = "unavailable" if rejected.code in RETRYABLE_SNS_CODES else "refused"
+        metrics.events_received(services(), "sns", [outcome])
         if rejected.code in RETRYABLE_SNS_CODES:  # our side could not check it: let SNS retry
             raise ApiError(503, rejected.code.value, rejected.message, {"Retry-After": "5"}) from None
         raise ApiError(403, rejected.code.value, rejected.message) from None
@@ -82,6 +85,7 @@ def _require_webhook_token() -> None:
         or scheme.lower() != "bearer"
         or not hmac.compare_digest(given.encode(), expected.encode())
     ):
+        metrics.events_received(services(), "webhook", ["refused"])
         raise ApiError(401, "unauthorized", "webhook token missing or wrong", {"WWW-Authenticate": "Bearer"})
 
 
@@ -99,7 +103,9 @@ def _accept(event: S3Event, source: str) -> Response:
     try:
         outcomes = [accept_record(services(), record, source) for record in event.records]
     except QueueUnavailable:
+        metrics.events_received(services(), source, ["unavailable"])
         raise ApiError(
             503, "queue_unavailable", "cannot queue the upload now; retry", {"Retry-After": "5"}
         ) from None
+    metrics.events_received(services(), source, [outcome.value for outcome in outcomes])
     return jsonify({"accepted": len(outcomes), "outcomes": [outcome.value for outcome in outcomes]})

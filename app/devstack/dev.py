@@ -2,7 +2,8 @@
 
 One supervisor process starts, in order: Redis (the configured one if it answers, else a private one), the
 local S3 + SNS (moto behind the POST-policy gate), the database schema (SQLite under ./var), the API, the
-S3 → SNS → webhook wiring, and a worker. Ctrl-C stops them in reverse order.
+S3 → SNS → webhook wiring, a worker, and the scheduler of the lifecycle sweeps. Ctrl-C stops them in
+reverse order.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def run_dev(port: int) -> int:
         api.wait_http(f"{api_url}/healthz")
         wire_notifications(local, settings.s3_bucket, topic_arn, f"{api_url}/v1/events/s3")
         children.append(ManagedProcess("worker", python_module("app.cli", "worker"), LOGS, env))
+        children.append(ManagedProcess("scheduler", python_module("app.cli", "scheduler"), LOGS, env))
         _banner(api_url, mint_token(secrets.jwt_secret, DEV_USER), local.s3_url)
         return _supervise(children)
     except (KeyboardInterrupt, _Stop):

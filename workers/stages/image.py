@@ -1,24 +1,19 @@
-"""The image stage: an uploaded photo in, one small, clean JPEG out.
+"""The image stage: an uploaded photo in, one small, clean JPEG out. The rules, in the order they apply:
 
-The rules, in the order they apply (the upload's bytes were already sniffed; `mime` is that verdict):
-
-1. Only the decoder for the sniffed type may read the file: a "JPEG" is never handed to Pillow's other
-   forty-odd plugins, each one more parser exposed to untrusted bytes.
-2. The pixel count is checked from the header, before anything is decoded. Pillow's own bomb check only
-   refuses above ~179 MP (and merely warns from 89.5 MP); ours fires at `max_pixels`.
+1. Only the decoder for the sniffed `mime` may read the file: never Pillow's forty-odd other parsers.
+2. The pixel count is checked from the header, before any decode. Pillow's own bomb check refuses only
+   above ~179 MP (and merely warns from 89.5 MP); ours fires at `max_pixels`.
 3. Animated input (APNG, animated WebP, HEIF sequences): only the first frame (HEIF: the primary image) is
-   decoded, because the output is a still JPEG. So the pixel budget is per frame and no frame budget exists.
-4. Decode small: a JPEG is scaled down inside the decoder (DCT domain, `draft`) by the largest power of two
-   that keeps it at least as big as the output, then LANCZOS does the rest (see `_resize_ycbcr`).
-5. Transparency is composited over white (a transparent logo must not turn black), every mode ends as RGB,
-   an embedded non-sRGB ICC profile (Display P3 from phones, Adobe RGB, CMYK) is converted to sRGB so that
-   the untagged output shows the right colours, and EXIF orientation is applied.
-6. The output is a progressive, Huffman-optimised JPEG with no metadata at all: no EXIF (GPS!), no XMP, no
-   comment, no ICC profile (the pixels are sRGB, which viewers assume for an untagged image).
+   decoded, as the output is a still JPEG. So the pixel budget is per frame; no frame budget is needed.
+4. Decode small: a JPEG is scaled inside the decoder (DCT domain, `draft`) by the largest power of two that
+   keeps it at least as big as the output, then LANCZOS does the rest (`_resize_ycbcr`).
+5. Transparency goes over white, every mode ends as RGB, a non-sRGB ICC profile (Display P3 from phones,
+   Adobe RGB, CMYK) is converted to sRGB, and EXIF orientation is applied.
+6. Output: progressive, Huffman-optimised JPEG with no metadata at all: no EXIF (GPS!), XMP, comment or ICC
+   profile (the pixels are sRGB, which viewers assume for an untagged image).
 
-Failures are `Rejected` with a stable code. A missing source file or a MemoryError is no verdict on the
-content and propagates, so that the job can retry. `bench/images.py` measures this against the seed and
-libvips.
+Refusals are `Rejected` with a stable code. A missing file or MemoryError is no verdict on the content and
+propagates, so that the job can retry. `bench/images.py` measures this against the seed and libvips.
 """
 
 from __future__ import annotations
@@ -34,7 +29,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pillow_heif
-from PIL import Image, ImageCms
+from PIL import ExifTags, Image, ImageCms
 
 from app.domain.rejections import Rejected, RejectionCode
 
@@ -56,7 +51,6 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _RGB_COMPONENT_IDS = [82, 71, 66]  # "R", "G", "B": libjpeg's sign of an RGB-coded (not YCbCr) JPEG
-_EXIF_ORIENTATION = 0x0112
 # The same table as `ImageOps.exif_transpose`; applied after the resize, where it touches 12x fewer pixels.
 _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -72,14 +66,14 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 @dataclass(frozen=True)
 class ImageRules:
-    """Limits for one kind of image; the defaults are the design's (1200 px, q85, 50 MP)."""
+    """Limits for one kind of image; the defaults are the design's. No frame budget: see rule 3."""
 
     # 50 MP is above every phone camera (48 MP sensors) yet keeps the worst decode (a PNG, no draft
     # scaling) at ~200 MB of RGBA. Must stay below Pillow's 179 MP hard limit to be the check that fires.
     max_pixels: int = 50_000_000
-    # Fit inside max_edge x max_edge, never upscale: 1200 px is sharp on a phone screen.
+    # Fit inside max_edge x max_edge, never upscale (the seed's size: full width on any phone screen).
     max_edge: int = 1200
-    # q85 with 4:2:0 chroma: visually transparent for photos at about a third of q95's bytes.
+    # libjpeg quality with 4:2:0 chroma (the seed's): artefacts are hard to see in photos at this size.
     quality: int = 85
     # Resample luma and chroma on two threads (Pillow releases the GIL). False when the worker already
     # runs one process per core and a second thread would only contend.
@@ -113,14 +107,15 @@ def process_image(source: Path, mime: str, rules: ImageRules = ImageRules()) -> 
         raise Rejected(RejectionCode.TYPE_MISMATCH, f"{mime} is not an image type this stage processes")
     small, orientation, icc = _decode_to_size(source, decoder, rules)
     # The decoded full-size image is gone by now (it lived in _decode_to_size): the encode runs lean.
-    out = _orient(_to_srgb(small, icc), orientation)
+    out = _to_srgb(small, icc)
+    if (method := _ORIENTATION_TRANSPOSE.get(orientation)) is not None:  # FLIP_LEFT_RIGHT is 0
+        out = out.transpose(method)
     return ProcessedImage(data=_encode(out, rules.quality), width=out.width, height=out.height)
 
 
 def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Image.Image, int, bytes | None]:
     """The image at output size (not yet oriented or colour-managed), its EXIF orientation and ICC profile."""
-    with source.open("rb") as fp, _open(fp, decoder) as img:
-        _check_pixels(img.size, rules.max_pixels)
+    with source.open("rb") as fp, _open(fp, decoder, rules.max_pixels) as img:
         target = _fit(img.size, rules.max_edge)
         fast = _ycbcr_coded(img)
         # JPEG: DCT-domain scaling, never below target (and YCbCr kept as is); HEIF: a big-enough thumbnail.
@@ -130,33 +125,28 @@ def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Imag
         return small, _orientation(img), img.info.get("icc_profile")
 
 
-def _open(fp: BinaryIO, decoder: str) -> Image.Image:
-    """Identify the file with the one allowed decoder; reads the header only."""
+def _open(fp: BinaryIO, decoder: str, max_pixels: int) -> Image.Image:
+    """Identify the file with the one allowed decoder and check its pixel count; reads the header only."""
     try:
         with warnings.catch_warnings():
-            # Pillow warns from 89.5 MP; our own, lower limit is checked right after opening.
+            # Pillow warns from 89.5 MP; our own, lower limit is checked right below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(fp, formats=[decoder])
+            img = Image.open(fp, formats=[decoder])
     except Image.DecompressionBombError as exc:
         raise Rejected(RejectionCode.IMAGE_TOO_LARGE, str(exc)) from exc
+    except Image.UnidentifiedImageError as exc:  # its text names the worker's temp file: not for users
+        raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image") from exc
     except _DECODE_ERRORS as exc:
         raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image: {exc}") from exc
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
-    width, height = size
-    if width * height > max_pixels:
+    if img.width * img.height > max_pixels:
         raise Rejected(
-            RejectionCode.IMAGE_TOO_LARGE,
-            f"{width}x{height} is {width * height / 1e6:.1f} MP; the limit is {max_pixels / 1e6:g} MP",
+            RejectionCode.IMAGE_TOO_LARGE, f"{img.width}x{img.height} is over {max_pixels:,} pixels"
         )
+    return img
 
 
 def _fit(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
-    """The output size: inside max_edge x max_edge, aspect kept, never upscaled, never 0 px.
-
-    The box is square, so the size before and after EXIF rotation fits the same way.
-    """
+    """Inside max_edge x max_edge, aspect kept, never upscaled, never 0 px (square box: rotation-proof)."""
     width, height = size
     scale = min(1.0, max_edge / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
@@ -174,10 +164,7 @@ def _ycbcr_coded(img: Image.Image) -> bool:
 
 
 def _load(img: Image.Image, decoder: str) -> None:
-    """Decode the (first frame's) pixels; truncated or broken data is CORRUPT.
-
-    ImageFile.LOAD_TRUNCATED_IMAGES stays off: a half-grey photo is not a photo.
-    """
+    """Decode the (first frame's) pixels. Truncated is CORRUPT: LOAD_TRUNCATED_IMAGES stays off."""
     try:
         img.load()
     except _DECODE_ERRORS as exc:
@@ -187,33 +174,31 @@ def _load(img: Image.Image, decoder: str) -> None:
 def _orientation(img: Image.Image) -> int:
     """EXIF orientation (1 when absent). A malformed EXIF block only loses its orientation."""
     try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
     except (*_DECODE_ERRORS, TypeError, KeyError):
         return 1
 
 
 def _resize_ycbcr(img: Image.Image, size: tuple[int, int], parallel: bool) -> Image.Image:
-    """The hot path (YCbCr JPEGs): luma to `size`, chroma straight to the 4:2:0 grid it will be stored at.
+    """The hot path (YCbCr JPEGs): luma to `size`, chroma straight to the 4:2:0 grid it is stored at.
 
-    The encoder averages each 2x2 block of chroma; resampling chroma to half size with LANCZOS and repeating
-    each sample 2x2 makes that average exact and sharper than a box filter, for a fraction of the work of
-    resampling three full-size channels. No YCbCr<->RGB conversion happens on either side. The bench
-    measures it at ~10% less CPU and ~0.1 dB more PSNR than resizing RGB.
+    The encoder averages each 2x2 block of chroma; LANCZOS to half size and each sample repeated 2x2 makes
+    that average exact and sharper than a box, for less work than three full-size channels, and with no
+    YCbCr<->RGB conversion on either side. Measured: ~10% less CPU, ~0.1 dB more PSNR than resizing RGB.
     """
-
-    def chroma() -> tuple[Image.Image, Image.Image]:
-        return _chroma(img.getchannel(1), size), _chroma(img.getchannel(2), size)
-
     if not parallel:
-        return Image.merge("YCbCr", (_resample(img.getchannel(0), size), *chroma()))
+        planes = [_resample(img.getchannel(0), size), _chroma(img, 1, size), _chroma(img, 2, size)]
+        return Image.merge("YCbCr", planes)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="image-chroma") as pool:
-        cbcr = pool.submit(chroma)
+        later = {band: pool.submit(_chroma, img, band, size) for band in (1, 2)}
         luma = _resample(img.getchannel(0), size)
-        return Image.merge("YCbCr", (luma, *cbcr.result()))
+        # A helper starved of CPU (busy machine) has not started yet: take its work back, never wait idle.
+        chroma = [_chroma(img, band, size) if f.cancel() else f.result() for band, f in later.items()]
+        return Image.merge("YCbCr", (luma, *chroma))
 
 
-def _chroma(plane: Image.Image, size: tuple[int, int]) -> Image.Image:
-    half = ((size[0] + 1) // 2, (size[1] + 1) // 2)
+def _chroma(img: Image.Image, band: int, size: tuple[int, int]) -> Image.Image:
+    plane, half = img.getchannel(band), ((size[0] + 1) // 2, (size[1] + 1) // 2)
     # reducing_gap 1.5: a box pre-shrink by 2 first where that still leaves 1.5x to LANCZOS; chroma is
     # a quarter of the information and the 2x2 average follows anyway.
     small = plane.resize(half, Image.Resampling.LANCZOS, reducing_gap=1.5)
@@ -253,8 +238,7 @@ def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
 def _srgb_transform(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform | None:
     """A transform from the embedded profile to sRGB, or None when none is needed or possible.
 
-    A profile that does not parse or does not fit the pixels is ignored, not a rejection: the pixels are
-    still a photo, its colours are then taken as sRGB.
+    A profile that does not parse or fit the pixels is ignored, not a rejection: the photo is still fine.
     """
     if not icc:
         return None
@@ -268,16 +252,10 @@ def _srgb_transform(icc: bytes | None, mode: str) -> ImageCms.ImageCmsTransform 
         return None
 
 
-def _orient(img: Image.Image, orientation: int) -> Image.Image:
-    method = _ORIENTATION_TRANSPOSE.get(orientation)
-    return img if method is None else img.transpose(method)
-
-
 def _encode(img: Image.Image, quality: int) -> bytes:
-    """Progressive (renders early on slow links), optimised Huffman tables, and nothing but pixels.
+    """Progressive (renders early on slow links), optimised Huffman tables, nothing but pixels.
 
-    Pillow's JPEG writer copies a comment from `img.info`, so info is emptied; EXIF, XMP and ICC are
-    written only when passed, and they are not.
+    Pillow copies a comment from `img.info`, so info is emptied; EXIF, XMP, ICC are written only if passed.
     """
     img.info = {}
     buf = io.BytesIO()

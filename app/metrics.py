@@ -1,0 +1,297 @@
+"""Prometheus metrics of the whole service, kept in Redis so any API process can report every process's.
+
+Why Redis and not prometheus-client's multiprocess mode: the counters are written by several gunicorn
+processes *and* by RQ workers that may run on other hosts. Multiprocess mode aggregates files in one local
+directory, so an API host's `/metrics` would never see a worker elsewhere; and RQ forks a work horse per job,
+which would leave one set of files per job (pid) with no hook to reap them. Redis is already the one thing
+every API process and worker shares. A recording is one pipelined round trip of `HINCRBY`/`HINCRBYFLOAT`
+(atomic and commutative, so concurrent writers never lose counts); a scrape of any API reads the totals with
+one pipeline (`RedisCollector`). Totals survive restarts of any process, so there are no spurious counter
+resets; deleting the `broker:metrics:*` keys looks to Prometheus like an ordinary reset.
+
+Layout: a counter is a hash `broker:metrics:<name>` whose fields are the JSON list of label values; a
+histogram is `…:<name>:buckets` (fields: label values plus the bucket's upper bound; per-bucket, not
+cumulative, counts, so an observation is one `HINCRBY`) and `…:<name>:sum`.
+
+Metrics must never fail a request or a job: every recorder swallows and logs its errors, and after a failed
+write this process skips writes to that Redis for `PAUSE_AFTER_FAILURE_SECONDS`, so a Redis outage costs one
+connect timeout per pause, not one per request.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ParamSpec
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from rq import Worker
+
+from app import ops
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from app.services import Services
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+KEY_PREFIX = "broker:metrics"
+PAUSE_AFTER_FAILURE_SECONDS = 10.0
+# Seconds: from a small image's stages (milliseconds) to a large video's (minutes; the job timeout is 600 s).
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+@dataclass(frozen=True)
+class CounterDef:
+    name: str  # without the `_total` suffix the exposition adds
+    documentation: str
+    labels: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{KEY_PREFIX}:{self.name}"
+
+
+@dataclass(frozen=True)
+class HistogramDef:
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] = DURATION_BUCKETS
+
+    @property
+    def bucket_key(self) -> str:
+        return f"{KEY_PREFIX}:{self.name}:buckets"
+
+    @property
+    def sum_key(self) -> str:
+        return f"{KEY_PREFIX}:{self.name}:sum"
+
+
+TICKETS_ISSUED = CounterDef("broker_tickets_issued", "Upload tickets issued, by media kind.", ("kind",))
+TICKETS_REFUSED = CounterDef(
+    "broker_tickets_refused", "Ticket requests answered with a 4xx, by error code.", ("code",)
+)
+EVENTS = CounterDef(
+    "broker_events",
+    "S3 events received, by source (sns, webhook) and outcome: queued, duplicate, ignored (per record); "
+    "refused (sender not verified), unavailable (answered 503 for the sender to retry) (per delivery).",
+    ("source", "outcome"),
+)
+JOBS = CounterDef(
+    "broker_jobs",
+    "Processing attempts ended, by the stage they ended in, outcome (ready, rejected, retry, failed) and "
+    "code (the rejection code, or the exception type of a retry or failure).",
+    ("stage", "outcome", "code"),
+)
+JOB_SECONDS = HistogramDef(
+    "broker_job_duration_seconds", "Wall time of one processing attempt, by outcome.", ("outcome",)
+)
+STAGE_SECONDS = HistogramDef(
+    "broker_job_stage_duration_seconds", "Wall time of each completed stage of an attempt.", ("stage",)
+)
+COUNTERS = (TICKETS_ISSUED, TICKETS_REFUSED, EVENTS, JOBS)
+HISTOGRAMS = (JOB_SECONDS, STAGE_SECONDS)
+
+_paused_until: dict[int, float] = {}  # id(Redis client) -> monotonic time writes resume
+
+
+def _never_raises(recorder: Callable[P, None]) -> Callable[P, None]:
+    @functools.wraps(recorder)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            recorder(*args, **kwargs)
+        except Exception:
+            log.warning("metric not recorded", extra={"stage": "metrics"}, exc_info=True)
+
+    return wrapper
+
+
+def _write(services: Services, commands: Callable[[Pipeline], None]) -> None:
+    redis = services.redis
+    if time.monotonic() < _paused_until.get(id(redis), 0.0):
+        return
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            commands(pipe)
+            pipe.execute()
+    except Exception as error:
+        _paused_until[id(redis)] = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
+        log.warning(
+            "metrics store unavailable; metric writes paused",
+            extra={"stage": "metrics", "pause_seconds": PAUSE_AFTER_FAILURE_SECONDS, "error": str(error)},
+        )
+
+
+def _field(values: Sequence[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def _inc(pipe: Pipeline, counter: CounterDef, labels: Sequence[str], amount: int = 1) -> None:
+    pipe.hincrby(counter.key, _field(labels), amount)
+
+
+def _observe(pipe: Pipeline, histogram: HistogramDef, labels: Sequence[str], seconds: float) -> None:
+    bound = next((bound for bound in histogram.buckets if seconds <= bound), math.inf)
+    pipe.hincrby(histogram.bucket_key, _field([*labels, floatToGoString(bound)]), 1)
+    pipe.hincrbyfloat(histogram.sum_key, _field(labels), seconds)
+
+
+# --- recording (API) ---------------------------------------------------------------------------------------
+@_never_raises
+def ticket_issued(services: Services, kind: str) -> None:
+    _write(services, lambda pipe: _inc(pipe, TICKETS_ISSUED, [kind]))
+
+
+@_never_raises
+def ticket_refused(services: Services, code: str) -> None:
+    _write(services, lambda pipe: _inc(pipe, TICKETS_REFUSED, [code]))
+
+
+@_never_raises
+def events_received(services: Services, source: str, outcomes: Iterable[str]) -> None:
+    """One count per outcome: per S3 record for handled deliveries, one for a refused or 503 delivery."""
+    counts = collections.Counter(outcomes)
+
+    def commands(pipe: Pipeline) -> None:
+        for outcome, count in counts.items():
+            _inc(pipe, EVENTS, [source, outcome], count)
+
+    _write(services, commands)
+
+
+# --- recording (workers) -----------------------------------------------------------------------------------
+@dataclass
+class _Attempt:
+    services: Services
+    started: float
+    stage: str = "start"  # until the first `job_stage`
+    stage_started: float = 0.0
+    completed: list[tuple[str, float]] = field(default_factory=list)
+
+
+# The attempt being processed. A context variable, so the pipeline's stages can mark their start with one
+# line each, without a timer threaded through every stage's signature; a worker runs one job at a time.
+_attempt: ContextVar[_Attempt | None] = ContextVar("broker_metrics_attempt", default=None)
+
+
+@_never_raises
+def job_started(services: Services) -> None:
+    now = time.monotonic()
+    _attempt.set(_Attempt(services, now, stage_started=now))
+
+
+@_never_raises
+def job_stage(stage: str) -> None:
+    """The attempt enters `stage`; the previous stage is complete (its duration is kept for the end)."""
+    attempt = _attempt.get()
+    if attempt is None:
+        return
+    now = time.monotonic()
+    if attempt.stage != "start":
+        attempt.completed.append((attempt.stage, now - attempt.stage_started))
+    attempt.stage, attempt.stage_started = stage, now
+
+
+@_never_raises
+def job_finished(outcome: str, code: str = "") -> None:
+    """Record the attempt in one round trip: its outcome, its duration and its completed stages'."""
+    attempt = _attempt.get()
+    if attempt is None:
+        return
+    _attempt.set(None)
+    now = time.monotonic()
+    stages = list(attempt.completed)
+    if outcome == "ready" and attempt.stage != "start":  # the last stage completed too
+        stages.append((attempt.stage, now - attempt.stage_started))
+
+    def commands(pipe: Pipeline) -> None:
+        _inc(pipe, JOBS, [attempt.stage, outcome, code])
+        _observe(pipe, JOB_SECONDS, [outcome], now - attempt.started)
+        for stage, seconds in stages:
+            _observe(pipe, STAGE_SECONDS, [stage], seconds)
+
+    _write(attempt.services, commands)
+
+
+# --- exposition ----------------------------------------------------------------------------------------------
+class RedisCollector(Collector):
+    """What every process recorded, plus queue depths and worker count read from Redis at scrape time.
+
+    If Redis cannot be read, the scrape still answers, with `broker_metrics_store_up 0` only."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            stored = self._read_stored()
+            depths = ops.queue_depths(self.services)
+            worker_count = Worker.count(connection=self.services.redis)
+        except Exception as error:
+            log.warning("metrics store unreadable", extra={"stage": "metrics", "error": str(error)})
+            yield GaugeMetricFamily("broker_metrics_store_up", "Whether Redis could be read.", value=0)
+            return
+        for counter in COUNTERS:
+            family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labels)
+            for labels, value in _decoded(stored[counter.key], len(counter.labels)):
+                family.add_metric(labels, float(value))
+            yield family
+        for histogram in HISTOGRAMS:
+            yield _histogram_family(histogram, stored[histogram.bucket_key], stored[histogram.sum_key])
+        queue_jobs = GaugeMetricFamily(
+            "broker_queue_jobs", "Jobs per queue and state, read at scrape time.", labels=("queue", "state")
+        )
+        for queue in depths:
+            for state, count in queue.by_state().items():
+                queue_jobs.add_metric([queue.queue, state], count)
+        yield queue_jobs
+        yield GaugeMetricFamily("broker_workers", "RQ workers registered in Redis.", value=worker_count)
+        yield GaugeMetricFamily("broker_metrics_store_up", "Whether Redis could be read.", value=1)
+
+    def _read_stored(self) -> dict[str, dict[bytes, bytes]]:
+        keys = [c.key for c in COUNTERS] + [k for h in HISTOGRAMS for k in (h.bucket_key, h.sum_key)]
+        with self.services.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            return dict(zip(keys, pipe.execute(), strict=True))
+
+
+def _decoded(fields: dict[bytes, bytes], arity: int) -> Iterator[tuple[list[str], bytes]]:
+    """(label values, stored value) per field; fields of another label set (an older layout) are skipped."""
+    for raw, value in fields.items():
+        try:
+            labels = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(labels, list) and len(labels) == arity:
+            yield [str(label) for label in labels], value
+
+
+def _histogram_family(
+    histogram: HistogramDef, buckets: dict[bytes, bytes], sums: dict[bytes, bytes]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(histogram.name, histogram.documentation, labels=histogram.labels)
+    counts: dict[tuple[str, ...], dict[str, int]] = collections.defaultdict(dict)
+    for values, count in _decoded(buckets, len(histogram.labels) + 1):
+        counts[tuple(values[:-1])][values[-1]] = int(count)
+    totals = {tuple(labels): float(value) for labels, value in _decoded(sums, len(histogram.labels))}
+    bounds = [floatToGoString(bound) for bound in (*histogram.buckets, math.inf)]
+    for labels, per_bound in sorted(counts.items()):
+        cumulative, running = [], 0
+        for bound in bounds:
+            running += per_bound.get(bound, 0)
+            cumulative.append((bound, float(running)))
+        family.add_metric(list(labels), cumulative, totals.get(labels, 0.0))
+    return family

@@ -1,0 +1,259 @@
+"""The lifecycle sweeps: temp clean-up and reconcile. Plain functions of `Services`, run by RQ cron jobs
+(`workers.scheduled`) and by `broker cleanup-temp` / `broker reconcile` alike.
+
+Both sweeps are safe to run twice at once or to interrupt at any point: every state change is a conditional
+transition (`app.repository.advance`), uploads are queued through `app.intake.queue_upload` (the webhook's own
+path, so a sweep and a late event cannot both start work), and objects are deleted only when no record could
+still need them. `workers.scheduled` adds a Redis lock on top so two runs do not do the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from sqlalchemy import select
+
+from app.domain.states import UploadStatus
+from app.intake import QueueUnavailable, queue_upload
+from app.models import Upload
+from app.queueing import enqueue_processing, processing_job_id
+from app.repository import advance
+from app.services import Services
+from app.storage import TempObject
+
+log = logging.getLogger(__name__)
+
+S = UploadStatus
+# A job in one of these states will never run again; any other state (queued, started, scheduled for a
+# retry, deferred...) means RQ still owns the upload. A `started` job whose worker died is moved to `failed`
+# (or retried) by RQ's own registry maintenance, so it is trusted here rather than second-guessed by a clock.
+DEAD_JOB_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (or, in a dry run, would do): counts per stage and outcome, and every action."""
+
+    sweep: str
+    dry_run: bool
+    settings: dict[str, int]
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    actions: list[dict[str, str]] = field(default_factory=list)
+    errors: int = 0
+
+    def count(self, stage: str, outcome: str, n: int = 1) -> None:
+        if n:
+            self.counts.setdefault(stage, Counter())[outcome] += n
+
+    def act(self, stage: str, outcome: str, upload_id: str | None, key: str, **extra: str) -> None:
+        """Record and log one action; `error=` marks it failed (the run then exits non-zero)."""
+        self.count(stage, outcome)
+        action = {"upload_id": upload_id or "", "key": key, "stage": stage, "outcome": outcome, **extra}
+        self.actions.append(action)
+        if "error" in extra:
+            self.errors += 1
+        level = logging.ERROR if "error" in extra else logging.INFO
+        log.log(level, f"{self.sweep}: {outcome}", extra={**action, "dry_run": self.dry_run})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep,
+            "dry_run": self.dry_run,
+            "settings": self.settings,
+            "counts": {stage: dict(counter) for stage, counter in self.counts.items()},
+            "actions": self.actions,
+            "errors": self.errors,
+        }
+
+
+# --- clean-up ---------------------------------------------------------------------------------------------
+def temp_keep_reason(status: str | None, status_since: datetime | None, cutoff: datetime) -> str | None:
+    """Why an old temp object must stay, or None when it is garbage. The rulebook of the clean-up:
+
+    - no record: the broker writes the record before it hands out the ticket, so nobody can ever need it;
+    - `ready`, `rejected`, `deleted`: the pipeline (or the owner's delete) meant to remove it and failed;
+    - `uploaded`, `processing`: work in flight — a queued or running job (or the reconcile re-queue of a
+      lost one) reads it; deleting it would turn a good upload into `missing_object`;
+    - `pending`, `expired`: the object arrived but its event was lost — reconcile queues it; deleting it
+      would lose the user's upload;
+    - `failed`: ops may retry, and the retry reads it; freed once the failure is older than the max age.
+    """
+    if status is None:
+        return None
+    match UploadStatus(status):
+        case S.UPLOADED | S.PROCESSING:
+            return "in_flight"
+        case S.PENDING | S.EXPIRED:
+            return "awaiting_reconcile"
+        case S.FAILED:
+            return "failed_recently" if status_since is None or status_since > cutoff else None
+        case _:
+            return None
+
+
+def cleanup(services: Services, older_than_seconds: int | None = None, dry_run: bool = False) -> SweepReport:
+    """Delete garbage `temp/` objects older than the max age, then expire stale tickets.
+
+    An object is judged by the record's state *now*, and the states that free an object (no record,
+    ready, rejected, deleted) can never lead back to work that reads it — so a state change racing the
+    sweep cannot make it delete something in use. `failed` can (an ops retry), hence its own grace period.
+    """
+    now = datetime.now(UTC)
+    max_age = services.settings.temp_max_age_seconds if older_than_seconds is None else older_than_seconds
+    cutoff = now - timedelta(seconds=max_age)
+    report = SweepReport("cleanup", dry_run, {"older_than_seconds": max_age})
+    stage = "cleanup_temp"
+    for page in services.storage.list_temp_pages():
+        old = [obj for obj in page if obj.last_modified <= cutoff]
+        report.count(stage, "kept_young", len(page) - len(old))
+        states = _states(services, (obj.upload_id for obj in old))
+        garbage: dict[str, TempObject] = {}
+        for obj in old:
+            status, since = states.get(obj.upload_id or "", (None, None))
+            reason = temp_keep_reason(status, since, cutoff)
+            if reason:
+                report.count(stage, f"kept_{reason}")
+            else:
+                garbage[obj.key] = obj
+        refused = {} if dry_run else services.storage.delete_many(list(garbage))
+        for key, obj in garbage.items():
+            if key in refused:
+                report.act(stage, "delete_failed", obj.upload_id, key, error=refused[key])
+            else:
+                report.act(stage, "would_delete" if dry_run else "deleted", obj.upload_id, key)
+    _expire_tickets(services, report, now)
+    return report
+
+
+def _states(services: Services, upload_ids: Iterable[str | None]) -> dict[str, tuple[str, datetime]]:
+    """Status and time of the last change of each known upload, in one query per page."""
+    ids = sorted({upload_id for upload_id in upload_ids if upload_id})
+    if not ids:
+        return {}
+    with services.db.session() as session:
+        rows = session.execute(select(Upload.id, Upload.status, Upload.updated_at).where(Upload.id.in_(ids)))
+        return {row.id: (row.status, row.updated_at) for row in rows}
+
+
+def _expire_tickets(services: Services, report: SweepReport, now: datetime) -> None:
+    """`pending` past the ticket's expiry with no object → `expired` (frees the user's quota too).
+
+    If the object lands between the HEAD and the transition, nothing is lost: `expired` → `uploaded` is
+    allowed, for the late event and for reconcile alike.
+    """
+    stage = "expire_tickets"
+    with services.db.session() as session:
+        stale = session.execute(
+            select(Upload.id, Upload.temp_key).where(
+                Upload.status == S.PENDING.value, Upload.ticket_expires_at < now
+            )
+        ).all()
+    for upload_id, key in stale:
+        if services.storage.head(key) is not None:
+            report.count(stage, "kept_object_present")  # uploaded, event lost: reconcile's case
+            continue
+        if report.dry_run:
+            report.act(stage, "would_expire", upload_id, key)
+            continue
+        with services.db.session() as session:
+            moved = advance(session, upload_id, S.EXPIRED)
+        report.act(stage, "expired" if moved else "raced", upload_id, key)
+
+
+# --- reconcile --------------------------------------------------------------------------------------------
+def reconcile(services: Services, dry_run: bool = False) -> SweepReport:
+    """Recover what lost events and lost jobs left behind.
+
+    1. uploads `uploaded`/`processing` for longer than `stuck_after_seconds` whose processing job is dead
+       or gone (Redis lost it, the worker died on its last try) → the job is queued again;
+    2. `temp/` objects older than `reconcile_after_seconds` whose upload is still `pending` (or `expired`):
+       the S3 event never arrived → queued through `queue_upload`, exactly as the webhook would.
+    """
+    now = datetime.now(UTC)
+    settings = services.settings
+    report = SweepReport(
+        "reconcile",
+        dry_run,
+        {
+            "reconcile_after_seconds": settings.reconcile_after_seconds,
+            "stuck_after_seconds": settings.stuck_after_seconds,
+        },
+    )
+    if _requeue_stuck(services, report, now - timedelta(seconds=settings.stuck_after_seconds)):
+        _queue_unreported(services, report, now - timedelta(seconds=settings.reconcile_after_seconds))
+    return report
+
+
+def processing_job_status(connection: Redis, upload_id: str) -> JobStatus | None:
+    """The state of the upload's processing job (by its deterministic id), or None if RQ has no such job."""
+    try:
+        job = Job.fetch(processing_job_id(upload_id), connection=connection)
+    except NoSuchJobError:
+        return None
+    return job.get_status(refresh=False)
+
+
+def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) -> bool:
+    """Returns False if Redis refused, so the sweep stops (the next run retries)."""
+    stage = "reconcile_stuck"
+    in_flight = [S.UPLOADED.value, S.PROCESSING.value]
+    with services.db.session() as session:
+        stuck = session.execute(
+            select(Upload.id, Upload.temp_key)
+            .where(Upload.status.in_(in_flight), Upload.updated_at <= cutoff)
+            .order_by(Upload.updated_at)
+        ).all()
+    for upload_id, key in stuck:
+        try:
+            job_status = processing_job_status(services.redis, upload_id)
+            if job_status is not None and job_status not in DEAD_JOB_STATUSES:
+                report.count(stage, "kept_job_alive")
+                continue
+            previous = {"previous_job": job_status.value if job_status else "none"}
+            if report.dry_run:
+                report.act(stage, "would_requeue", upload_id, key, **previous)
+                continue
+            if job_status is not None:
+                # A fresh job, not the dead one's leftovers (status, failure entry) under the same id. If the
+                # upload finished meanwhile, the new job's claim fails and it does nothing.
+                Job.fetch(processing_job_id(upload_id), connection=services.redis).delete()
+            enqueue_processing(services.queue, services.settings, upload_id)
+        except RedisError as error:
+            report.act(stage, "queue_unavailable", upload_id, key, error=str(error))
+            return False
+        report.act(stage, "requeued", upload_id, key, **previous)
+    return True
+
+
+def _queue_unreported(services: Services, report: SweepReport, cutoff: datetime) -> None:
+    stage = "reconcile_temp"
+    waiting = {S.PENDING.value, S.EXPIRED.value}
+    for page in services.storage.list_temp_pages():
+        old = [obj for obj in page if obj.last_modified <= cutoff]
+        report.count(stage, "kept_young", len(page) - len(old))
+        states = _states(services, (obj.upload_id for obj in old))
+        for obj in old:
+            upload_id = obj.upload_id or ""
+            status, _ = states.get(upload_id, (None, None))
+            if status not in waiting:
+                report.count(stage, "skipped_reported" if status else "skipped_unknown")
+                continue
+            if report.dry_run:
+                report.act(stage, "would_queue", upload_id, obj.key, status=status)
+                continue
+            context = {"upload_id": upload_id, "key": obj.key, "stage": stage, "source": "reconcile"}
+            try:
+                outcome = queue_upload(services, upload_id, obj.etag or None, context)
+            except QueueUnavailable as error:
+                report.act(stage, "queue_unavailable", upload_id, obj.key, error=str(error))
+                return
+            report.act(stage, outcome.value, upload_id, obj.key, status=status)

@@ -1,0 +1,115 @@
+"""RQ entry points of the lifecycle sweeps, and their schedule — RQ's own cron, not a hand-written loop.
+
+`broker scheduler` runs one `rq.cron.CronScheduler` with the jobs in `SWEEPS`: it enqueues `cleanup_temp`
+and `reconcile` on the upload queue at their intervals (and once at start), and the ordinary workers run
+them. `broker cleanup-temp` and `broker reconcile` call the same functions in-process, so a sweep run by hand
+is exactly the scheduled one.
+
+Run one scheduler per deployment: RQ's CronScheduler does not elect a leader, so two would enqueue every
+sweep twice. That would waste work, not corrupt anything — the sweeps are idempotent, and a Redis lock per
+sweep makes an overlapping run (a second scheduler, a slow run, a hand-run during a scheduled one) skip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import LockError
+from rq.cron import CronJob, CronScheduler
+
+from app.config import Settings
+from app.queueing import redis_connection
+from app.services import Services
+from workers import lifecycle
+from workers.jobs import current_services
+
+log = logging.getLogger(__name__)
+
+RESULT_TTL = 24 * 3600  # each run's summary stays readable (`rq` / `broker queues`) for a day
+FAILURE_TTL = 14 * 24 * 3600  # as for processing jobs: failures stay inspectable for ops
+
+
+def cleanup_temp(older_than_seconds: int | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Delete garbage temp objects and expire stale tickets (see `workers.lifecycle.cleanup`)."""
+    services = current_services()
+    with _exclusive(services, "cleanup", CLEANUP.timeout_seconds, dry_run) as acquired:
+        if not acquired:
+            return _skipped("cleanup")
+        return lifecycle.cleanup(services, older_than_seconds, dry_run).as_dict()
+
+
+def reconcile(dry_run: bool = False) -> dict[str, Any]:
+    """Queue uploads whose S3 event or job was lost (see `workers.lifecycle.reconcile`)."""
+    services = current_services()
+    with _exclusive(services, "reconcile", RECONCILE.timeout_seconds, dry_run) as acquired:
+        if not acquired:
+            return _skipped("reconcile")
+        return lifecycle.reconcile(services, dry_run).as_dict()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    func: Callable[..., dict[str, Any]]
+    every_seconds: int
+    timeout_seconds: int
+
+
+# Temp objects live 24 h by default; checking hourly keeps them at most ~25 h and costs one listing.
+CLEANUP = Sweep(cleanup_temp, every_seconds=3600, timeout_seconds=1800)
+# A lost event delays an upload by reconcile_after_seconds plus at most this interval; a sweep that finds
+# nothing lost costs one listing of temp/ and one query.
+RECONCILE = Sweep(reconcile, every_seconds=120, timeout_seconds=600)
+SWEEPS = (CLEANUP, RECONCILE)
+
+
+def register_sweeps(scheduler: CronScheduler, queue_name: str) -> list[CronJob]:
+    """Register every sweep as an interval cron job on `queue_name` (the queue the workers listen to)."""
+    return [
+        scheduler.register(
+            sweep.func,
+            queue_name,
+            interval=sweep.every_seconds,
+            job_timeout=sweep.timeout_seconds,
+            # A run still queued when the next is due is superseded by it, so a worker outage does not pile up
+            # a backlog of identical sweeps.
+            ttl=sweep.every_seconds,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+        )
+        for sweep in SWEEPS
+    ]
+
+
+def run_scheduler(settings: Settings) -> None:
+    """Run RQ's cron scheduler with the sweeps until SIGTERM/SIGINT (it unregisters itself on the way out)."""
+    scheduler = CronScheduler(connection=redis_connection(settings))
+    register_sweeps(scheduler, settings.queue_name)
+    scheduler.start()
+
+
+@contextmanager
+def _exclusive(services: Services, sweep: str, timeout: int, dry_run: bool) -> Iterator[bool]:
+    """One real run of a sweep at a time across all workers; dry runs change nothing and need no lock.
+
+    The lock expires with the job timeout, so a run killed mid-way never blocks the next for longer.
+    """
+    if dry_run:
+        yield True
+        return
+    lock = services.redis.lock(f"broker:lifecycle:{sweep}", timeout=timeout)
+    acquired = bool(lock.acquire(blocking=False))
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with suppress(LockError):  # expired meanwhile: the run outlasted its timeout
+                lock.release()
+
+
+def _skipped(sweep: str) -> dict[str, Any]:
+    log.info(f"{sweep}: skipped", extra={"stage": sweep, "outcome": "skipped_running_elsewhere"})
+    return {"sweep": sweep, "skipped": "another run holds the lock"}
