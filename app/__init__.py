@@ -1,25 +1,22 @@
-"""upload-broker: tickets for direct-to-S3 uploads, event intake, and access to promoted media."""
+"""upload-broker: tickets for direct-to-S3 uploads, event intake, and access to promoted media.
+
+`create_app` is imported lazily: worker stages import `app.domain` and must not pay for Flask, boto3 and
+SQLAlchemy (about 70 MB of RSS) just because `app` is their parent package.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING, Any
 
-from app.config import Settings, get_settings
-from app.services import Services
+if TYPE_CHECKING:
+    from app.factory import create_app
+
+__all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """The Flask app. Tests pass their own settings; processes read them from the environment."""
-    from app.api import events, grants, health, media, metrics, openapi, uploads
-    from app.api.errors import register_error_handlers
-    from app.api.ratelimit import init_rate_limits
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from app.factory import create_app
 
-    app = Flask(__name__, static_folder=None)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    broker = services or Services(settings or get_settings())
-    app.extensions["broker"] = broker
-    for blueprint in (uploads.bp, media.bp, grants.bp, events.bp, health.bp, openapi.bp, metrics.bp):
-        app.register_blueprint(blueprint)
-    register_error_handlers(app)
-    init_rate_limits(app, broker.settings.redis_url)
-    return app
+        return create_app
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from app import create_app
+from app.factory import create_app
 from app.logging_setup import configure_logging
 
 

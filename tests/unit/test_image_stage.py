@@ -350,7 +350,8 @@ def test_srgb_profile_is_dropped_and_colours_kept(tmp_path: Path) -> None:
 )
 def test_embedded_profile_is_converted_to_srgb(tmp_path: Path, profile: str, fmt: str, colour: tuple) -> None:
     """A phone's Display P3 photo, a print shop's CMYK file: stored untagged, already rendered to sRGB."""
-    pyvips = pytest.importorskip("pyvips")  # only as a source of real Display P3 and CMYK profiles
+    import pyvips  # only as a source of real Display P3 and CMYK profiles (a test dependency)
+
     icc = (
         pyvips.Image.black(1, 1, bands=3).icc_transform(profile, input_profile="srgb").get("icc-profile-data")
     )

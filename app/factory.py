@@ -1,0 +1,25 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from app.config import Settings, get_settings
+from app.services import Services
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """The Flask app. Tests pass their own settings; processes read them from the environment."""
+    from app.api import events, grants, health, media, metrics, openapi, uploads
+    from app.api.errors import register_error_handlers
+    from app.api.ratelimit import init_rate_limits
+
+    app = Flask(__name__, static_folder=None)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    broker = services or Services(settings or get_settings())
+    app.extensions["broker"] = broker
+    for blueprint in (uploads.bp, media.bp, grants.bp, events.bp, health.bp, openapi.bp, metrics.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    init_rate_limits(app, broker.settings.redis_url)
+    return app
