@@ -76,7 +76,10 @@ def test_missing_expired_or_forged_tokens_are_401(api):
     expired = jwt.encode(
         {"sub": str(uuid.uuid4()), "exp": datetime.now(UTC) - timedelta(hours=1)}, JWT_SECRET
     )
-    forged = jwt.encode({"sub": str(uuid.uuid4()), "exp": datetime.now(UTC) + timedelta(hours=1)}, "a-guessed-secret-of-thirty-two-bytes!!")
+    forged = jwt.encode(
+        {"sub": str(uuid.uuid4()), "exp": datetime.now(UTC) + timedelta(hours=1)},
+        "a-guessed-secret-of-thirty-two-bytes!!",
+    )
     no_exp = jwt.encode({"sub": str(uuid.uuid4())}, JWT_SECRET)
     for headers in (
         {},
