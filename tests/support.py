@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from app.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment of a `broker` process configured exactly like `settings` (AWS_* are inherited)."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("BROKER_")}
+    exported = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        exported[f"BROKER_{name.upper()}"] = text
+    return {**inherited, **exported, "PYTHONPATH": str(REPO), **overrides}
 
 
 class ServedApp:

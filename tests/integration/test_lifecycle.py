@@ -9,7 +9,6 @@ over HTTP — so the sweeps see only what the test made, and the session's `uplo
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,11 +41,10 @@ from app.queueing import enqueue_processing, processing_job_id
 from app.repository import advance, get_upload
 from app.services import Services
 from tests import images
-from tests.support import BrokerClient, ServedApp
+from tests.support import REPO, BrokerClient, ServedApp, settings_env
 from workers import jobs, lifecycle
 from workers.hooks import food_recognition_job_id
 
-ROOT = Path(__file__).resolve().parents[2]
 S = UploadStatus
 
 # --- food-recognition jobs the hook is pointed at (run in-process by the test worker) ----------------------
@@ -111,28 +108,12 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The environment of a `broker` process configured exactly like this stack."""
-        s = self.settings
-        values = {
-            "DATABASE_URL": s.database_url,
-            "REDIS_URL": s.redis_url,
-            "QUEUE_NAME": s.queue_name,
-            "S3_ENDPOINT_URL": s.s3_endpoint_url or "",
-            "S3_BUCKET": s.s3_bucket,
-            "S3_REGION": s.s3_region,
-            "JWT_SECRET": s.jwt_secret or "",
-            "WEBHOOK_TOKEN": s.webhook_token or "",
-            "RECONCILE_AFTER_SECONDS": str(s.reconcile_after_seconds),
-            "STUCK_AFTER_SECONDS": str(s.stuck_after_seconds),
-            "TEMP_MAX_AGE_SECONDS": str(s.temp_max_age_seconds),
-            "JOB_RETRY_INTERVALS": ",".join(map(str, s.job_retry_intervals)),
-        }
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-        return {**inherited, **{f"BROKER_{k}": v for k, v in values.items()}, "PYTHONPATH": str(ROOT)}
+        return settings_env(self.settings)
 
     def broker(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "app.cli", *args],
-            cwd=ROOT,
+            cwd=REPO,
             env=self.env(),
             capture_output=True,
             text=True,
@@ -394,7 +375,7 @@ def test_failing_food_hook_leaves_the_upload_ready(make_stack: Any):
 def test_scheduler_registers_both_sweeps_as_rq_cron_jobs(stack: Stack):
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "scheduler"],
-        cwd=ROOT,
+        cwd=REPO,
         env=stack.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

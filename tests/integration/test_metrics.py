@@ -21,8 +21,7 @@ from app.auth import mint_token
 from app.devstack.processes import free_port
 from app.services import Services
 from tests import images
-from tests.integration.test_ops import REPO, broker_env
-from tests.support import BrokerClient, ServedApp
+from tests.support import REPO, BrokerClient, ServedApp, settings_env
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 MiB = 1024 * 1024
@@ -137,7 +136,7 @@ def test_every_api_process_reports_what_every_process_recorded(api, alice, servi
         alice.wait_status(upload_id, {"uploaded"})
         worker = subprocess.run(  # a worker in a process of its own
             [sys.executable, "-m", "app.cli", "worker", "--burst", "--without-scheduler"],
-            env=broker_env(settings),
+            env=settings_env(settings),
             cwd=REPO,
             capture_output=True,
             text=True,

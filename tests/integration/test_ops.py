@@ -7,42 +7,22 @@ by the session, so assertions pick out this test's jobs, and private queues get 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from rq import Queue, SimpleWorker, Worker
 from rq.registry import FailedJobRegistry
 
-from app.config import Settings
 from app.devstack.processes import free_port
 from app.queueing import processing_job_id
 from app.services import Services
 from tests import images
+from tests.support import REPO, settings_env
 from workers import jobs
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def broker_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    """The environment of a `broker` process configured like the test services (AWS_* come from the
-    session's environment)."""
-    return {
-        **os.environ,
-        "BROKER_REDIS_URL": settings.redis_url,
-        "BROKER_DATABASE_URL": settings.database_url,
-        "BROKER_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "BROKER_S3_BUCKET": settings.s3_bucket,
-        "BROKER_S3_REGION": settings.s3_region,
-        "BROKER_QUEUE_NAME": settings.queue_name,
-        "BROKER_JOB_RETRY_INTERVALS": ",".join(str(i) for i in settings.job_retry_intervals),
-        **overrides,
-    }
 
 
 @pytest.fixture
@@ -52,7 +32,7 @@ def broker(settings):
     def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "app.cli", *args],
-            env=broker_env(settings),
+            env=settings_env(settings),
             cwd=REPO,
             input=input,
             capture_output=True,
@@ -192,7 +172,7 @@ def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, servi
     job = running.enqueue("time.sleep", 3, job_timeout=30)
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--without-scheduler"],
-        env=broker_env(settings, BROKER_QUEUE_NAME=running.name),
+        env=settings_env(settings, BROKER_QUEUE_NAME=running.name),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
