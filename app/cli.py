@@ -43,9 +43,14 @@ def worker(burst: bool, with_scheduler: bool) -> None:
     from rq import Worker
 
     from app.services import Services
+    from workers.jobs import use_services
 
     configure_logging()
     services = Services(get_settings())
+    # Built once here, before RQ forks a work horse per job, so jobs don't rebuild the S3 client and the
+    # engine every time. Both are fork-safe at this point: neither has opened a connection yet.
+    services.storage, services.db  # noqa: B018 - evaluating the cached properties is the point
+    use_services(services)
     rq_worker = Worker([services.queue], connection=services.redis)
     rq_worker.work(burst=burst, with_scheduler=with_scheduler)
 
