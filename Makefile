@@ -19,7 +19,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed-dev
 
+# Redis: `broker dev` uses BROKER_REDIS_URL if it answers, else starts a private redis-server; on a bare
+# Debian machine (as root) the server is installed first.
 dev: $(VENV)/.installed-dev
+	@command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	$(BIN)/broker dev $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.installed-test
