@@ -169,3 +169,23 @@ def test_unknown_upload_id_starts_nothing(api, settings, services):
     )
     assert response.json()["outcomes"] == ["duplicate"]
     assert services.queue.count == before
+
+
+def test_sns_certificate_unreachable_is_503_so_sns_retries(settings, signed_sns_message):
+    unreachable = Services(
+        settings.model_copy(update={"sns_cert_endpoint_url": f"http://127.0.0.1:{free_port()}"})
+    )
+    served = ServedApp(create_app(services=unreachable))
+    try:
+        response = requests.post(
+            f"{served.url}/v1/events/s3",
+            data=json.dumps(signed_sns_message),
+            headers={"x-amz-sns-message-type": "Notification"},
+            timeout=30,
+        )
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "cert_unavailable"
+        assert response.headers["Retry-After"]
+    finally:
+        served.stop()
+        unreachable.db.dispose()
