@@ -193,13 +193,12 @@ def reconcile(services: Services, dry_run: bool = False) -> SweepReport:
     return report
 
 
-def processing_job_status(connection: Redis, upload_id: str) -> JobStatus | None:
-    """The state of the upload's processing job (by its deterministic id), or None if RQ has no such job."""
+def processing_job(connection: Redis, upload_id: str) -> Job | None:
+    """The upload's processing job (by its deterministic id), or None if RQ has no such job."""
     try:
-        job = Job.fetch(processing_job_id(upload_id), connection=connection)
+        return Job.fetch(processing_job_id(upload_id), connection=connection)
     except NoSuchJobError:
         return None
-    return job.get_status(refresh=False)
 
 
 def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) -> bool:
@@ -214,7 +213,8 @@ def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) ->
         ).all()
     for upload_id, key in stuck:
         try:
-            job_status = processing_job_status(services.redis, upload_id)
+            job = processing_job(services.redis, upload_id)
+            job_status = job.get_status(refresh=False) if job is not None else None
             if job_status is not None and job_status not in DEAD_JOB_STATUSES:
                 report.count(stage, "kept_job_alive")
                 continue
@@ -222,10 +222,10 @@ def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) ->
             if report.dry_run:
                 report.act(stage, "would_requeue", upload_id, key, **previous)
                 continue
-            if job_status is not None:
+            if job is not None:
                 # A fresh job, not the dead one's leftovers (status, failure entry) under the same id. If the
                 # upload finished meanwhile, the new job's claim fails and it does nothing.
-                Job.fetch(processing_job_id(upload_id), connection=services.redis).delete()
+                job.delete()
             enqueue_processing(services.queue, services.settings, upload_id)
         except RedisError as error:
             report.act(stage, "queue_unavailable", upload_id, key, error=str(error))
