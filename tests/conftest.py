@@ -157,6 +157,22 @@ def api(services: Services, local_s3: LocalS3, settings: Settings) -> Iterator[S
     served.stop()
 
 
+@pytest.fixture
+def serve_with(settings):
+    """Serve the API with some settings changed; everything else shared with the session."""
+    started: list[ServedApp] = []
+
+    def serve(**changes) -> ServedApp:
+        served = ServedApp(create_app(services=Services(settings.model_copy(update=changes))))
+        started.append(served)
+        return served
+
+    yield serve
+    for served in started:
+        served.stop()
+        served.services.db.dispose()
+
+
 def client_for(api: ServedApp, user_id: str | None = None, roles: list[str] | None = None) -> BrokerClient:
     return BrokerClient(api.url, mint_token(JWT_SECRET, user_id or str(uuid.uuid4()), roles))
 

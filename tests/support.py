@@ -15,6 +15,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app.config import Settings
+from app.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,7 @@ class ServedApp:
     """A WSGI app served over real HTTP on 127.0.0.1, in a thread."""
 
     def __init__(self, app: Flask) -> None:
+        self.services: Services = app.extensions["broker"]
         self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -157,26 +157,21 @@ def test_every_api_process_reports_what_every_process_recorded(api, alice, servi
     assert counters and all(value == seen_by_first.get(key) for key, value in counters.items())
 
 
-def test_a_metrics_outage_fails_no_request_and_no_job(settings):
-    dead = Services(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
-    served = ServedApp(create_app(services=dead))
-    try:
-        started = time.monotonic()
-        client = BrokerClient(served.url, mint_token(settings.jwt_secret or "", str(uuid.uuid4())))
-        ticket = client.request_ticket("avatar", "image/jpeg", 1000)
-        assert ticket.status_code == 201, ticket.text
-        assert time.monotonic() - started < 5
+def test_a_metrics_outage_fails_no_request_and_no_job(settings, serve_with):
+    served = serve_with(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    client = BrokerClient(served.url, mint_token(settings.jwt_secret or "", str(uuid.uuid4())))
+    ticket = client.request_ticket("avatar", "image/jpeg", 1000)
+    assert ticket.status_code == 201, ticket.text
+    assert time.monotonic() - started < 5
 
-        metrics.job_started(dead)
-        metrics.job_stage("fetch")
-        metrics.job_finished("ready")  # nothing raised
+    metrics.job_started(served.services)
+    metrics.job_stage("fetch")
+    metrics.job_finished("ready")  # nothing raised
 
-        text = requests.get(f"{served.url}/metrics", timeout=10)
-        assert text.status_code == 200
-        assert value(scrape(served.url), "broker_metrics_store_up") == 0
-    finally:
-        served.stop()
-        dead.db.dispose()
+    text = requests.get(f"{served.url}/metrics", timeout=10)
+    assert text.status_code == 200
+    assert value(scrape(served.url), "broker_metrics_store_up") == 0
 
 
 @pytest.fixture(autouse=True)

@@ -11,34 +11,14 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
-import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from app import create_app
 from app.devstack.processes import free_port
-from app.services import Services
 from tests import images
 from tests.conftest import client_for
-from tests.support import REPO, BrokerClient, ServedApp, settings_env
-
-
-@pytest.fixture
-def serve_with(settings):
-    """Serve the API with some settings changed; everything else shared with the session."""
-    started: list[tuple[ServedApp, Services]] = []
-
-    def serve(**changes) -> ServedApp:
-        services = Services(settings.model_copy(update=changes))
-        served = ServedApp(create_app(services=services))
-        started.append((served, services))
-        return served
-
-    yield serve
-    for served, services in started:
-        served.stop()
-        services.db.dispose()
+from tests.support import REPO, BrokerClient, settings_env
 
 
 def test_liveness_and_readiness(api):

@@ -7,12 +7,10 @@ import uuid
 import jwt
 import requests
 
-from app import create_app
 from app.repository import get_upload
-from app.services import Services
 from tests import images
 from tests.conftest import client_for
-from tests.support import BrokerClient, ServedApp
+from tests.support import BrokerClient
 
 
 def ready_upload(client: BrokerClient, drain, kind: str = "workout_photo", **extra) -> str:
@@ -113,32 +111,22 @@ def test_owner_deletes_media_idempotently_and_objects_go(alice, bob, drain, serv
     assert again.status_code == 204
 
 
-def test_ticket_rate_limit_per_user(services, settings):
-    limited = Services(settings.model_copy(update={"ticket_rate_limit": "3/minute"}))
-    served = ServedApp(create_app(services=limited))
-    try:
-        carol, dave = client_for(served), client_for(served)
-        codes = [carol.request_ticket("avatar", "image/jpeg", 10).status_code for _ in range(4)]
-        assert codes == [201, 201, 201, 429]
-        refused = carol.request_ticket("avatar", "image/jpeg", 10)
-        assert refused.json()["error"]["code"] == "rate_limited"
-        assert 0 < int(refused.headers["Retry-After"]) <= 60
-        assert dave.request_ticket("avatar", "image/jpeg", 10).status_code == 201  # per user
-    finally:
-        served.stop()
-        limited.db.dispose()
+def test_ticket_rate_limit_per_user(serve_with):
+    served = serve_with(ticket_rate_limit="3/minute")
+    carol, dave = client_for(served), client_for(served)
+    codes = [carol.request_ticket("avatar", "image/jpeg", 10).status_code for _ in range(4)]
+    assert codes == [201, 201, 201, 429]
+    refused = carol.request_ticket("avatar", "image/jpeg", 10)
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert dave.request_ticket("avatar", "image/jpeg", 10).status_code == 201  # per user
 
 
-def test_storage_quota_counts_stored_media_and_open_tickets(services, settings, drain):
-    quota = Services(settings.model_copy(update={"storage_quota_bytes": 100_000}))
-    served = ServedApp(create_app(services=quota))
-    try:
-        erin = client_for(served, str(uuid.uuid4()))
-        assert erin.request_ticket("avatar", "image/jpeg", 60_000).status_code == 201
-        over = erin.request_ticket("avatar", "image/jpeg", 50_000)
-        assert over.status_code == 413
-        assert over.json()["error"]["code"] == "quota_exceeded"
-        assert erin.request_ticket("avatar", "image/jpeg", 40_000).status_code == 201
-    finally:
-        served.stop()
-        quota.db.dispose()
+def test_storage_quota_counts_stored_media_and_open_tickets(serve_with):
+    served = serve_with(storage_quota_bytes=100_000)
+    erin = client_for(served, str(uuid.uuid4()))
+    assert erin.request_ticket("avatar", "image/jpeg", 60_000).status_code == 201
+    over = erin.request_ticket("avatar", "image/jpeg", 50_000)
+    assert over.status_code == 413
+    assert over.json()["error"]["code"] == "quota_exceeded"
+    assert erin.request_ticket("avatar", "image/jpeg", 40_000).status_code == 201

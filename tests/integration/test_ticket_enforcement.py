@@ -13,11 +13,10 @@ import xml.etree.ElementTree as ET
 
 import requests
 
-from app import create_app
 from app.services import Services
 from tests import images
 from tests.conftest import client_for
-from tests.support import BrokerClient, ServedApp
+from tests.support import BrokerClient
 
 
 def s3_error(response: requests.Response) -> tuple[int, str]:
@@ -65,23 +64,18 @@ def test_another_key_is_refused(alice: BrokerClient, services):
     assert nothing_stored(services, "public/evil.jpg", f"temp/{ticket['upload_id']}")
 
 
-def test_an_expired_ticket_is_refused(services, settings):
-    short = Services(settings.model_copy(update={"ticket_ttl_seconds": 1}))
-    served = ServedApp(create_app(services=short))
-    try:
-        client = client_for(served)
-        data = images.jpeg(50, 50)
-        ticket = client.ticket("avatar", "image/jpeg", data)
-        time.sleep(2.1)
+def test_an_expired_ticket_is_refused(services, serve_with):
+    served = serve_with(ticket_ttl_seconds=1)
+    client = client_for(served)
+    data = images.jpeg(50, 50)
+    ticket = client.ticket("avatar", "image/jpeg", data)
+    time.sleep(2.1)
 
-        response = BrokerClient.post_to_store(ticket, data)
+    response = BrokerClient.post_to_store(ticket, data)
 
-        assert s3_error(response) == (403, "AccessDenied")
-        assert "Policy expired" in response.text
-        assert nothing_stored(services, f"temp/{ticket['upload_id']}")
-    finally:
-        served.stop()
-        short.db.dispose()
+    assert s3_error(response) == (403, "AccessDenied")
+    assert "Policy expired" in response.text
+    assert nothing_stored(services, f"temp/{ticket['upload_id']}")
 
 
 def test_a_tampered_policy_is_refused(alice: BrokerClient, services):

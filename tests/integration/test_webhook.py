@@ -10,15 +10,23 @@ from typing import ClassVar
 import pytest
 import requests
 
-from app import create_app
 from app.devstack.processes import free_port
-from app.services import Services
 from tests import images
-from tests.support import BrokerClient, ServedApp
+from tests.support import BrokerClient
 
 
 def s3_event(bucket: str, key: str, name: str = "ObjectCreated:Post") -> dict:
     return {"Records": [{"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]}
+
+
+def post_sns(api_url: str, message: dict) -> requests.Response:
+    """POST an SNS envelope as SNS does (the body is JSON sent as text/plain)."""
+    return requests.post(
+        f"{api_url}/v1/events/s3",
+        data=json.dumps(message),
+        headers={"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain"},
+        timeout=30,
+    )
 
 
 def post_event(api_url: str, body: dict, token: str | None) -> requests.Response:
@@ -62,12 +70,7 @@ def signed_sns_message(local_s3, settings):
 
 
 def test_genuine_sns_notification_is_accepted(api, signed_sns_message):
-    response = requests.post(
-        f"{api.url}/v1/events/s3",
-        data=json.dumps(signed_sns_message),
-        headers={"x-amz-sns-message-type": "Notification", "Content-Type": "text/plain"},
-        timeout=10,
-    )
+    response = post_sns(api.url, signed_sns_message)
     assert response.status_code == 200, response.text
     assert response.json()["outcomes"] == ["ignored"]  # a key outside temp/
 
@@ -81,12 +84,7 @@ def test_forged_sns_signature_is_refused_and_nothing_queued(
     forged["Message"] = json.dumps(s3_event(settings.s3_bucket, f"temp/{ticket['upload_id']}"))
     queued_before = services.queue.count
 
-    response = requests.post(
-        f"{api.url}/v1/events/s3",
-        data=json.dumps(forged),
-        headers={"x-amz-sns-message-type": "Notification"},
-        timeout=10,
-    )
+    response = post_sns(api.url, forged)
 
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "invalid_signature"
@@ -142,22 +140,18 @@ def test_garbage_body_is_a_clear_400(api, settings):
     assert response.json()["error"]["code"] == "invalid_event"
 
 
-def test_queue_down_answers_503_and_keeps_the_upload_pending(api, alice, settings):
+def test_queue_down_answers_503_and_keeps_the_upload_pending(api, alice, settings, serve_with):
     ticket = alice.ticket("avatar", "image/jpeg", images.jpeg(50, 50))
-    dead_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
-    broken = ServedApp(create_app(services=Services(dead_redis)))
-    try:
-        body = s3_event(settings.s3_bucket, f"temp%2F{ticket['upload_id']}")
-        response = post_event(broken.url, body, settings.webhook_token)
-        assert response.status_code == 503
-        assert response.json()["error"]["code"] == "queue_unavailable"
-        assert alice.status(ticket["upload_id"]).json()["status"] == "pending"
+    broken = serve_with(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    body = s3_event(settings.s3_bucket, f"temp%2F{ticket['upload_id']}")
+    response = post_event(broken.url, body, settings.webhook_token)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "queue_unavailable"
+    assert alice.status(ticket["upload_id"]).json()["status"] == "pending"
 
-        # The sender retries once the queue is back: the upload is queued, not mistaken for a duplicate.
-        retried = post_event(api.url, body, settings.webhook_token)
-        assert retried.json()["outcomes"] == ["queued"]
-    finally:
-        broken.stop()
+    # The sender retries once the queue is back: the upload is queued, not mistaken for a duplicate.
+    retried = post_event(api.url, body, settings.webhook_token)
+    assert retried.json()["outcomes"] == ["queued"]
 
 
 def test_unknown_upload_id_starts_nothing(api, settings, services):
@@ -171,21 +165,9 @@ def test_unknown_upload_id_starts_nothing(api, settings, services):
     assert services.queue.count == before
 
 
-def test_sns_certificate_unreachable_is_503_so_sns_retries(settings, signed_sns_message):
-    unreachable = Services(
-        settings.model_copy(update={"sns_cert_endpoint_url": f"http://127.0.0.1:{free_port()}"})
-    )
-    served = ServedApp(create_app(services=unreachable))
-    try:
-        response = requests.post(
-            f"{served.url}/v1/events/s3",
-            data=json.dumps(signed_sns_message),
-            headers={"x-amz-sns-message-type": "Notification"},
-            timeout=30,
-        )
-        assert response.status_code == 503
-        assert response.json()["error"]["code"] == "cert_unavailable"
-        assert response.headers["Retry-After"]
-    finally:
-        served.stop()
-        unreachable.db.dispose()
+def test_sns_certificate_unreachable_is_503_so_sns_retries(serve_with, signed_sns_message):
+    served = serve_with(sns_cert_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    response = post_sns(served.url, signed_sns_message)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "cert_unavailable"
+    assert response.headers["Retry-After"]
