@@ -169,7 +169,8 @@ def test_retry_all_then_purge_with_confirmation(private_queues, services, broker
 def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, services, settings, broker):
     private_queue, running = private_queues(), private_queues()
     waiting = [private_queue.enqueue("time.sleep", 0) for _ in range(2)]
-    job = running.enqueue("time.sleep", 3, job_timeout=30)
+    # Long enough to still be running while two `broker queues` processes start on a loaded CI machine.
+    job = running.enqueue("time.sleep", 8, job_timeout=30)
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--without-scheduler"],
         env=settings_env(settings, BROKER_QUEUE_NAME=running.name),
@@ -195,7 +196,7 @@ def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, servi
         assert table.returncode == 0, table.stderr
         assert busy["name"] in table.stdout and job.id in table.stdout
     finally:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 20
         while job.get_status() == "started" and time.monotonic() < deadline:
             time.sleep(0.05)
         worker.terminate()
