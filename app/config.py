@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     jwt_secret: str | None = None
     jwt_jwks_url: str | None = None
+    # When set, tokens must carry this `aud` / `iss` (the app server's values); unset = not checked.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     webhook_token: str | None = None
 
     sns_topic_arn: str | None = None
@@ -59,6 +62,20 @@ class Settings(BaseSettings):
     # Transient failures (S3, DB) are retried by RQ with these delays, then the upload is `failed`.
     job_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
     job_timeout_seconds: int = 600
+
+    # --- hard limits of one processing attempt (enforced by the OS; a breach is a rejection) -------------
+    # (owned by the processing-limits work: names may be refined there)
+    image_cpu_seconds: int = Field(default=20, ge=1)
+    image_memory_bytes: int = Field(default=768 * 1024 * 1024, ge=64 * 1024 * 1024)
+
+    # --- HTTP hardening -------------------------------------------------------------------------------------
+    # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- one Redis, several deployments ---------------------------------------------------------------------
+    # Prefix of every key the broker itself writes to Redis (metrics, locks), so stacks sharing a Redis
+    # do not count into each other's numbers. RQ's own keys are separated by queue names.
+    redis_namespace: str = "broker"
 
     @model_validator(mode="before")
     @classmethod
