@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -64,9 +64,11 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = 600
 
     # --- hard limits of one processing attempt (enforced by the OS; a breach is a rejection) -------------
-    # (owned by the processing-limits work: names may be refined there)
+    # A 12 MP photo takes ~0.15 s of CPU and ~20 MB; a 50 MP RGBA PNG, the worst the pixel limit admits for
+    # PNG, ~3 s and ~210 MB. CPU: `too_complex` beyond; memory (private memory the attempt adds to the
+    # worker's): `too_large_to_process` beyond, so the image stage stays under ~300 MB of RSS.
     image_cpu_seconds: int = Field(default=20, ge=1)
-    image_memory_bytes: int = Field(default=768 * 1024 * 1024, ge=64 * 1024 * 1024)
+    image_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024)
 
     # --- HTTP hardening -------------------------------------------------------------------------------------
     # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.
@@ -103,6 +105,16 @@ class Settings(BaseSettings):
     @property
     def trusted_sns_cert_hosts(self) -> tuple[str, ...]:
         return self.sns_cert_hosts or (f"sns.{self.s3_region}.amazonaws.com",)
+
+
+def settings_error_line(error: ValidationError) -> str:
+    """One line naming every bad setting by its environment variable, for start-up errors."""
+    parts = []
+    for item in error.errors(include_url=False):
+        name = "_".join(str(part) for part in item["loc"]).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"BROKER_{name}: {message}" if name else message)
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

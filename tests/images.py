@@ -64,3 +64,90 @@ def huge_png(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
     )
+
+
+def _segments(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A progressive JPEG cut into its header (up to the first scan) and its scans (SOS + entropy data)."""
+    first = data.index(b"\xff\xda")
+    scans, pos = [], first
+    while data[pos : pos + 2] == b"\xff\xda":
+        end = pos + 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        while True:  # entropy-coded data runs to the next marker that is not stuffing or a restart
+            end = data.index(b"\xff", end)
+            if data[end + 1] not in (0x00, *range(0xD0, 0xD8)):
+                break
+            end += 1
+        scans.append(data[pos:end])
+        pos = end
+    return data[:first], scans
+
+
+def repeated_scan_jpeg(size: int = 4000, repeats: int = 300) -> bytes:
+    """A valid progressive JPEG whose last refinement scan is repeated: tiny on disk, each repeat costs a
+    full pass over the image's coefficients when decoded (the classic CPU bomb)."""
+    out = io.BytesIO()
+    Image.new("L", (size, size), 128).save(out, "JPEG", progressive=True, quality=75)
+    header, scans = _segments(out.getvalue())
+    return header + b"".join(scans) + scans[-1] * repeats + b"\xff\xd9"
+
+
+def comment_flood_jpeg(markers: int = 1_300_000) -> bytes:
+    """A small JPEG with a flood of empty COM markers before its frame: parsed one marker at a time."""
+    data = jpeg(64, 64)
+    return data[:2] + b"\xff\xfe\x00\x02" * markers + data[2:]
+
+
+def chunk_flood_png(chunks: int = 437_000) -> bytes:
+    """A small PNG with a flood of empty ancillary chunks before its image data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    data = png_with_alpha(16, 16)
+    ihdr_end = 8 + 25
+    return data[:ihdr_end] + chunk(b"teXt", b"") * chunks + data[ihdr_end:]
+
+
+def apng(width: int = 320, height: int = 240, frames: int = 3) -> bytes:
+    """An animated PNG: a red first frame, then other colours."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    images = [Image.new("RGB", (width, height), colours[i % 3]) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "PNG", save_all=True, append_images=images[1:], duration=100, loop=0)
+    return out.getvalue()
+
+
+def animated_webp(width: int = 320, height: int = 240, frames: int = 3) -> bytes:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    images = [Image.new("RGB", (width, height), colours[i % 3]) for i in range(frames)]
+    out = io.BytesIO()
+    images[0].save(out, "WEBP", save_all=True, append_images=images[1:], duration=100, lossless=True)
+    return out.getvalue()
+
+
+def rgba16_png(width: int, height: int) -> bytes:
+    """A 16-bit RGBA PNG (a gradient row repeated, half transparent), built without holding its pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    row = b"\x00" + b"".join(
+        struct.pack(">HHHH", x * 65535 // width, 30000, 65535 - x * 65535 // width, 32768)
+        for x in range(width)
+    )
+    compressor = zlib.compressobj(6)
+    parts = [compressor.compress(row * 64) for _ in range(height // 64)]
+    parts.append(compressor.compress(row * (height % 64)))
+    parts.append(compressor.flush())
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+    )
+
+
+def rgba_image(width: int, height: int, fmt: str, **options: object) -> bytes:
+    """A flat, half-transparent RGBA image saved in `fmt` (WEBP lossless, HEIF ...): tiny on disk, large
+    once decoded."""
+    out = io.BytesIO()
+    Image.new("RGBA", (width, height), (200, 40, 40, 128)).save(out, fmt, **options)
+    return out.getvalue()

@@ -21,8 +21,9 @@ from app.models import Upload
 from app.repository import advance, get_upload
 from app.services import Services
 from workers.hooks import after_ready
+from workers.sandbox import ProcessLimits, run_limited
 from workers.stages.fetch import fetch
-from workers.stages.image import ImageRules, process_image
+from workers.stages.image import ImageRules, ProcessedImage, write_image
 from workers.stages.promote import promote
 from workers.stages.sniff import sniff
 
@@ -91,7 +92,7 @@ def _process(services: Services, upload: Upload, context: dict[str, str]) -> Non
         if processing_for(mime) != Processing.IMAGE:
             raise ProcessingNotAvailable(f"no processing for {mime} yet")
         metrics.job_stage("image")
-        image = process_image(source, mime, ImageRules(max_pixels=services.settings.max_image_pixels))
+        image = _process_image(services, source, mime)
         log.info("image processed", extra={**context, "stage": "image", "outcome": "ok"})
     metrics.job_stage("promote")
     key = final_key(
@@ -116,6 +117,16 @@ def _process(services: Services, upload: Upload, context: dict[str, str]) -> Non
     _delete_temp(services, upload, context)
     after_ready(services, upload)
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
+
+
+def _process_image(services: Services, source: Path, mime: str) -> ProcessedImage:
+    """The image stage in a child process under the image limits: a breach is a `Rejected`."""
+    settings = services.settings
+    output = source.with_name("output.jpg")
+    rules = ImageRules(max_pixels=settings.max_image_pixels, memory_bytes=settings.image_memory_bytes)
+    limits = ProcessLimits(cpu_seconds=settings.image_cpu_seconds, memory_bytes=settings.image_memory_bytes)
+    size = run_limited(write_image, source, mime, rules, output, limits=limits)
+    return ProcessedImage(data=output.read_bytes(), width=size["width"], height=size["height"])
 
 
 def _reject(services: Services, upload: Upload, rejected: Rejected, context: dict[str, str]) -> None:

@@ -17,6 +17,18 @@ class RejectionCode(StrEnum):
     NOT_PDF = "not_pdf"
     EMPTY = "empty"
     MISSING_OBJECT = "missing_object"  # the ticket's object is gone from temp/ (cleaned up or deleted)
+    # Hard limits of a processing attempt (header checks, CPU time, memory): the file costs too much.
+    TOO_COMPLEX = "too_complex"  # more CPU time (or structure: scans, markers, chunks) than allowed
+    TOO_LARGE_TO_PROCESS = "too_large_to_process"  # more memory than the processing budget
+    # Video (the video processor).
+    NO_VIDEO_STREAM = "no_video_stream"
+    UNSUPPORTED_CODEC = "unsupported_codec"
+    VIDEO_TOO_LONG = "video_too_long"
+    VIDEO_TOO_LARGE = "video_too_large"
+    # PDF (the document processor).
+    PDF_ENCRYPTED = "pdf_encrypted"
+    PDF_ACTIVE_CONTENT = "pdf_active_content"
+    PDF_TOO_MANY_PAGES = "pdf_too_many_pages"
 
 
 class Rejected(Exception):

@@ -12,8 +12,9 @@
 6. Output: progressive, Huffman-optimised JPEG with no metadata at all: no EXIF (GPS!), XMP, comment or ICC
    profile (the pixels are sRGB, which viewers assume for an untagged image).
 
-Refusals are `Rejected` with a stable code. A missing file or MemoryError is no verdict on the content and
-propagates, so that the job can retry. `bench/images.py` measures this against the seed and libvips.
+Refusals are `Rejected` with a stable code; `structure.check_structure` refuses files whose marker, scan or
+chunk counts alone would make decoding slow, before the decoder opens them. The worker runs this stage in a
+child process under CPU and memory limits (`workers.sandbox`), which turns a breach into a rejection. `bench/images.py` measures this against the seed and libvips.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import io
 import struct
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +34,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.stages.structure import check_structure, webp_size
 
 # Depth maps and auxiliary images (portrait mattes) are never used: do not even parse them.
 pillow_heif.register_heif_opener(depth_images=False, aux_images=False)
@@ -49,6 +52,10 @@ DECODERS: dict[str, str] = {
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
 _WHITE = (255, 255, 255)
+# `_shrink`: box-reduce while at least this factor is left to LANCZOS (Pillow's `reducing_gap`), in bands of
+# about this many pixels (4 MB of RGBA).
+_REDUCING_GAP = 1.5
+_BAND_PIXELS = 1 << 20
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _RGB_COMPONENT_IDS = [82, 71, 66]  # "R", "G", "B": libjpeg's sign of an RGB-coded (not YCbCr) JPEG
 # The same table as `ImageOps.exif_transpose`; applied after the resize, where it touches 12x fewer pixels.
@@ -62,6 +69,13 @@ _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
     8: Image.Transpose.ROTATE_90,
 }
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+# Memory a full decode takes per pixel, measured on 50 MP RGBA files (bench/hostile.py): Pillow holds PNG
+# pixels in 4 bytes; libwebp's animation decoder keeps two canvases and Pillow copies the frame (~18 bytes of address space);
+# libheif holds YCbCr planes and alpha beside the RGBA it converts to (~7 bytes). JPEG is decoded at a
+# reduced scale (`draft`), so its full size says little: it is left to the OS limit.
+DECODE_BYTES_PER_PIXEL: dict[str, int] = {"PNG": 4, "WEBP": 18, "HEIF": 7}
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,10 @@ class ImageRules:
     # Resample luma and chroma on two threads (Pillow releases the GIL). False when the worker already
     # runs one process per core and a second thread would only contend.
     parallel: bool = True
+    # Memory the decode may need, checked from the header against `DECODE_BYTES_PER_PIXEL` (None: not
+    # checked). The worker passes its processing budget, which the OS enforces anyway; the check makes the
+    # refusal `too_large_to_process` up front instead of a decoder failing on an allocation.
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,7 @@ def process_image(source: Path, mime: str, rules: ImageRules = ImageRules()) -> 
     decoder = DECODERS.get(mime)
     if decoder is None:
         raise Rejected(RejectionCode.TYPE_MISMATCH, f"{mime} is not an image type this stage processes")
+    check_structure(source, mime)
     small, orientation, icc = _decode_to_size(source, decoder, rules)
     # The decoded full-size image is gone by now (it lived in _decode_to_size): the encode runs lean.
     out = _to_srgb(small, icc)
@@ -113,15 +132,29 @@ def process_image(source: Path, mime: str, rules: ImageRules = ImageRules()) -> 
     return ProcessedImage(data=_encode(out, rules.quality), width=out.width, height=out.height)
 
 
+def write_image(source: Path, mime: str, rules: ImageRules, output: Path) -> dict[str, int]:
+    """`process_image` with its JPEG written to `output`: the form a limited child process runs, whose
+    answer to the worker must be small and plain (see `workers.sandbox`)."""
+    image = process_image(source, mime, rules)
+    output.write_bytes(image.data)
+    return {"width": image.width, "height": image.height}
+
+
 def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Image.Image, int, bytes | None]:
     """The image at output size (not yet oriented or colour-managed), its EXIF orientation and ICC profile."""
+    if decoder == "WEBP" and (size := webp_size(source)) is not None:  # Pillow decodes WebP at open
+        _check_pixels(size, rules.max_pixels)
+        _check_decode_memory(size, decoder, rules.memory_bytes)
     with source.open("rb") as fp, _open(fp, decoder, rules.max_pixels) as img:
+        _check_decode_memory(img.size, decoder, rules.memory_bytes)
         target = _fit(img.size, rules.max_edge)
+        if decoder == "HEIF":
+            return _decode_heif(source, target), _orientation(img), img.info.get("icc_profile")
         fast = _ycbcr_coded(img)
-        # JPEG: DCT-domain scaling, never below target (and YCbCr kept as is); HEIF: a big-enough thumbnail.
+        # JPEG: DCT-domain scaling, never below target (and YCbCr kept as is).
         img.draft("YCbCr" if fast else None, target)
         _load(img, decoder)
-        small = _resize_ycbcr(img, target, rules.parallel) if fast else _resample(_flatten(img), target)
+        small = _resize_ycbcr(img, target, rules.parallel) if fast else _shrink(img, target)
         return small, _orientation(img), img.info.get("icc_profile")
 
 
@@ -132,17 +165,29 @@ def _open(fp: BinaryIO, decoder: str, max_pixels: int) -> Image.Image:
             # Pillow warns from 89.5 MP; our own, lower limit is checked right below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=[decoder])
-    except Image.DecompressionBombError as exc:
-        raise Rejected(RejectionCode.IMAGE_TOO_LARGE, str(exc)) from exc
+    except Image.DecompressionBombError as exc:  # its text quotes Pillow's limit, not ours
+        raise Rejected(RejectionCode.IMAGE_TOO_LARGE, f"more than {max_pixels:,} pixels") from exc
     except Image.UnidentifiedImageError as exc:  # its text names the worker's temp file: not for users
         raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image") from exc
     except _DECODE_ERRORS as exc:
         raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image: {exc}") from exc
-    if img.width * img.height > max_pixels:
-        raise Rejected(
-            RejectionCode.IMAGE_TOO_LARGE, f"{img.width}x{img.height} is over {max_pixels:,} pixels"
-        )
+    _check_pixels(img.size, max_pixels)
     return img
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    if size[0] * size[1] > max_pixels:
+        raise Rejected(RejectionCode.IMAGE_TOO_LARGE, f"{size[0]}x{size[1]} is over {max_pixels:,} pixels")
+
+
+def _check_decode_memory(size: tuple[int, int], decoder: str, budget: int | None) -> None:
+    needed = size[0] * size[1] * DECODE_BYTES_PER_PIXEL.get(decoder, 0)
+    if budget is not None and needed > budget:
+        raise Rejected(
+            RejectionCode.TOO_LARGE_TO_PROCESS,
+            f"decoding this {size[0]}x{size[1]} {decoder} image needs about {needed // 2**20} MiB; "
+            f"the limit is {budget // 2**20} MiB",
+        )
 
 
 def _fit(size: tuple[int, int], max_edge: int) -> tuple[int, int]:
@@ -203,6 +248,56 @@ def _chroma(img: Image.Image, band: int, size: tuple[int, int]) -> Image.Image:
     # a quarter of the information and the 2x2 average follows anyway.
     small = plane.resize(half, Image.Resampling.LANCZOS, reducing_gap=1.5)
     return small.resize(size, Image.Resampling.NEAREST, box=(0, 0, size[0] / 2, size[1] / 2))
+
+
+def _decode_heif(source: Path, size: tuple[int, int]) -> Image.Image:
+    """HEIF at `size`: libheif decodes into one buffer, and the bands are views of it, not copies.
+
+    (pillow-heif's Pillow plugin copies the whole decode into a second image: 420 MB at 50 MP RGBA.)
+    """
+    try:
+        heif = pillow_heif.open_heif(source, convert_hdr_to_8bit=True)
+        primary = heif[heif.primary_index]
+        data = primary.data
+    except (*_DECODE_ERRORS, RuntimeError) as exc:
+        raise Rejected(RejectionCode.CORRUPT, f"HEIF data does not decode: {exc}") from exc
+    (width, height), mode, stride = primary.size, primary.mode, primary.stride
+
+    def rows(top: int, bottom: int) -> Image.Image:
+        view = data[top * stride : bottom * stride]
+        return Image.frombuffer(mode, (width, bottom - top), view, "raw", mode, stride, 1)
+
+    return _shrink_bands((width, height), rows, size)
+
+
+def _shrink(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Any decoded Pillow image to `size`, flattened (see `_shrink_bands`)."""
+    return _shrink_bands(img.size, lambda top, bottom: img.crop((0, top, img.width, bottom)), size)
+
+
+def _shrink_bands(
+    full: tuple[int, int], rows: Callable[[int, int], Image.Image], size: tuple[int, int]
+) -> Image.Image:
+    """An image, given as bands of rows, to `size`, flattened, holding no second full-size copy of it.
+
+    Flattening (alpha over white, 16-bit to 8-bit, palette to RGB) and `reduce` (the box pre-shrink that
+    `reducing_gap` would do) are local, so they run band by band, each band a few MB; only the reduced
+    image goes to LANCZOS. Whole-image, the same steps cost up to three copies of a 200 MB RGBA decode (Pillow
+    premultiplies alpha into a copy to resize it): 640 MB for a 50 MP RGBA PNG, against ~200 MB here.
+    """
+    width, height = full
+    factor = max(1, int(min(width / size[0], height / size[1]) / _REDUCING_GAP))
+    band_rows = factor * max(1, _BAND_PIXELS // (width * factor))
+    reduced: Image.Image | None = None
+    for top in range(0, height, band_rows):
+        band = _flatten(rows(top, min(height, top + band_rows)))
+        if factor > 1:
+            band = band.reduce(factor)
+        if reduced is None:
+            reduced = Image.new(band.mode, (-(-width // factor), -(-height // factor)))
+        reduced.paste(band, (0, top // factor))
+    assert reduced is not None  # an image has at least one row
+    return _resample(reduced, size)
 
 
 def _resample(img: Image.Image, size: tuple[int, int]) -> Image.Image:

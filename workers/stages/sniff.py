@@ -8,8 +8,9 @@ import filetype
 
 from app.domain.rejections import Rejected, RejectionCode
 
-# Types the sniffer reports under another name than the one clients declare.
-_SAME_TYPE = {"image/heif": "image/heic"}
+# Types the sniffer reports under another name than the one clients declare. An animated PNG is a PNG to
+# every client (and to the image stage, which keeps its first frame).
+_SAME_TYPE = {"image/heif": "image/heic", "image/apng": "image/png"}
 
 
 def sniff(path: Path, declared_type: str) -> str:

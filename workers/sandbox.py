@@ -1,0 +1,167 @@
+"""Run one processing attempt in a child process under hard, OS-enforced limits.
+
+Decoders (Pillow's, and later FFmpeg's and a PDF parser's) are the classic attack surface: a hostile file can
+make a decoder spin for hours or allocate gigabytes. No decoder can be trusted to be fast, so the attempt runs
+in a forked child with:
+
+- `RLIMIT_CPU`: the kernel sends SIGXCPU at the soft limit and SIGKILL a second later;
+- `RLIMIT_DATA`: a budget of private writable memory (heap, anonymous mappings, thread stacks) on top of what
+  the child inherited at fork. Allocation beyond it fails, which Python and Pillow turn into `MemoryError`.
+  (`RLIMIT_AS` would also count glibc's 64 MiB per-thread arena reservations and every shared library.)
+- a wall-clock deadline in the parent, for a child that blocks without burning CPU;
+- `PR_SET_PDEATHSIG`: the child is killed when its parent dies, so stopping a worker (or `broker dev`) never
+  leaves a decoder running on its own.
+
+A breach is a verdict on the content, hence a `Rejected`: `too_complex` for CPU or wall time,
+`too_large_to_process` for memory, `corrupt` when the decoder crashes on the bytes. The child sends back a
+small JSON document through a pipe (the function's JSON-able result, or the rejection), never a pickle: the
+parent must not deserialise objects built while parsing untrusted input. Big outputs go to files the function
+writes in the work directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from app.domain.rejections import Rejected, RejectionCode
+
+_PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8  # mallopt(): one malloc arena per thread would waste the budget on reservations
+_RESULT_LIMIT = 1024 * 1024  # bytes of JSON a child may send back
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """The limits of one attempt of one kind of processing."""
+
+    cpu_seconds: int
+    memory_bytes: int  # private writable memory the attempt may add to what it inherited
+    wall_seconds: float | None = None  # default: twice the CPU time plus 5 s (I/O, a busy machine)
+
+    @property
+    def deadline_seconds(self) -> float:
+        return self.wall_seconds if self.wall_seconds is not None else 2 * self.cpu_seconds + 5
+
+
+class ProcessingCrashed(Exception):
+    """The child ended without an answer for a reason that is not a verdict on the content."""
+
+
+def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> Any:
+    """`func(*args)` in a child process under `limits`; returns its (JSON-able) result.
+
+    Raises `Rejected` for a rejection raised by `func` and for a breached limit; `ProcessingCrashed` when the
+    child ends otherwise (the job may then retry).
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_fd)
+        _child(func, args, limits, write_fd)
+    os.close(write_fd)
+    try:
+        payload, timed_out = _read_until(read_fd, time.monotonic() + limits.deadline_seconds)
+    finally:
+        os.close(read_fd)
+    if timed_out:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _, status, usage = os.wait4(pid, 0)
+    if timed_out:
+        raise Rejected(
+            RejectionCode.TOO_COMPLEX, f"processing took longer than {limits.deadline_seconds:.0f} s"
+        )
+    return _verdict(payload, status, usage, limits)
+
+
+def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """Everything the child writes until it closes the pipe, or (partial, True) at the deadline."""
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return b"".join(chunks), True
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+
+
+def _verdict(payload: bytes, status: int, usage: resource.struct_rusage, limits: ProcessLimits) -> Any:
+    if payload:
+        answer = json.loads(payload)
+        if "result" in answer:
+            return answer["result"]
+        raise Rejected(RejectionCode(answer["code"]), answer["message"])
+    cpu = usage.ru_utime + usage.ru_stime
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= limits.cpu_seconds - 0.5):
+            raise Rejected(
+                RejectionCode.TOO_COMPLEX, f"processing needs more than {limits.cpu_seconds} s of CPU"
+            )
+        if sig == signal.SIGKILL:  # not the CPU limit: the kernel's OOM killer
+            raise Rejected(RejectionCode.TOO_LARGE_TO_PROCESS, "processing ran out of memory")
+        if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT):
+            raise Rejected(
+                RejectionCode.CORRUPT, f"the decoder crashed on this file ({signal.Signals(sig).name})"
+            )
+        raise ProcessingCrashed(f"processing was stopped by {signal.Signals(sig).name}")
+    raise ProcessingCrashed(f"processing exited with status {os.WEXITSTATUS(status)} and no answer")
+
+
+def _child(func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits, fd: int) -> None:
+    code = 0
+    try:
+        _confine(limits)
+        answer: dict[str, Any] = {"result": func(*args)}
+    except Rejected as rejected:
+        answer = {"code": rejected.code.value, "message": rejected.message}
+    except MemoryError:
+        answer = {
+            "code": RejectionCode.TOO_LARGE_TO_PROCESS.value,
+            "message": f"processing needs more than {limits.memory_bytes // (1024 * 1024)} MiB of memory",
+        }
+    except BaseException:  # anything else is for the parent to classify; nothing is logged from here
+        answer, code = {}, 70
+    try:
+        data = memoryview(json.dumps(answer).encode() if answer else b"")[:_RESULT_LIMIT]
+        while data:
+            data = data[os.write(fd, data) :]
+    finally:
+        os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+
+
+def _confine(limits: ProcessLimits) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(0)
+    libc.mallopt(_M_ARENA_MAX, 2)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+    budget = _private_memory() + limits.memory_bytes
+    resource.setrlimit(resource.RLIMIT_DATA, (budget, budget))
+
+
+def _private_memory() -> int:
+    """VmData of this process: what RLIMIT_DATA counts, inherited from the parent at fork."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
