@@ -7,27 +7,42 @@ import uuid
 from datetime import timedelta
 
 import click
+from pydantic import ValidationError
 
 from app.cli_lifecycle import register_lifecycle_commands
 from app.cli_ops import register_ops_commands
-from app.config import get_settings
+from app.config import get_settings, settings_error_line
 from app.logging_setup import configure_logging
 
 
 @click.group()
 def main() -> None:
     """upload-broker: direct-to-S3 uploads for the fitness app."""
+    # Every command validates the settings before it binds, connects or forks anything: a bad setting is
+    # one line on stderr and exit status 2, not a traceback from each process that reads it later.
+    try:
+        get_settings()
+    except ValidationError as error:
+        click.echo(f"broker: invalid settings: {settings_error_line(error)}", err=True)
+        sys.exit(2)
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the HTTP API with gunicorn."""
+@click.option("--host", default=None, help="[default: 127.0.0.1]")
+@click.option("--port", default=None, type=int, help="[default: 8000]")
+@click.option("--workers", default=None, type=int, help="gunicorn worker processes [default: 2]")
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="a gunicorn config file (else $GUNICORN_CONFIG); GUNICORN_CMD_ARGS is honoured too",
+)
+def serve(host: str | None, port: int | None, workers: int | None, config_file: str | None) -> None:
+    """Serve the HTTP API with gunicorn (defaults < config file < GUNICORN_CMD_ARGS < these options)."""
     from app.server import run_gunicorn
 
-    run_gunicorn(host, port, workers)
+    run_gunicorn(host, port, workers, config_file)
 
 
 @main.command()
@@ -56,16 +71,16 @@ def worker(burst: bool, with_scheduler: bool) -> None:
 
 
 @main.command()
-@click.option("--user", "user_id", default=None, help="user UUID (default: a new one)")
+@click.option("--user", "user_id", default=None, type=click.UUID, help="user UUID (default: a new one)")
 @click.option("--role", "roles", multiple=True, help="e.g. staff; repeatable")
 @click.option("--hours", default=12, show_default=True, type=int)
-def token(user_id: str | None, roles: tuple[str, ...], hours: int) -> None:
+def token(user_id: uuid.UUID | None, roles: tuple[str, ...], hours: int) -> None:
     """Mint a bearer token signed with BROKER_JWT_SECRET (or the local dev secret)."""
     from app.auth import mint_token
     from app.devstack.secrets import dev_secrets
 
     secret = get_settings().jwt_secret or dev_secrets().jwt_secret
-    user = str(uuid.UUID(user_id)) if user_id else str(uuid.uuid4())
+    user = str(user_id or uuid.uuid4())
     click.echo(mint_token(secret, user, list(roles), timedelta(hours=hours)))
 
 

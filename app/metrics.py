@@ -7,9 +7,10 @@ which would leave one set of files per job (pid) with no hook to reap them. Redi
 every API process and worker shares. A recording is one pipelined round trip of `HINCRBY`/`HINCRBYFLOAT`
 (atomic and commutative, so concurrent writers never lose counts); a scrape of any API reads the totals with
 one pipeline (`RedisCollector`). Totals survive restarts of any process, so there are no spurious counter
-resets; deleting the `broker:metrics:*` keys looks to Prometheus like an ordinary reset.
+resets; deleting the `<namespace>:metrics:*` keys looks to Prometheus like an ordinary reset.
 
-Layout: a counter is a hash `broker:metrics:<name>` whose fields are the JSON list of label values; a
+Layout: keys start with `BROKER_REDIS_NAMESPACE` (default `broker`), so deployments (or test sessions) sharing
+one Redis keep their own numbers. A counter is a hash `<namespace>:metrics:<name>` whose fields are the JSON list of label values; a
 histogram is `…:<name>:buckets` (fields: label values plus the bucket's upper bound; per-bucket, not
 cumulative, counts, so an observation is one `HINCRBY`) and `…:<name>:sum`.
 
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 
-KEY_PREFIX = "broker:metrics"
 PAUSE_AFTER_FAILURE_SECONDS = 10.0
 # Seconds: from a small image's stages (milliseconds) to a large video's (minutes; the job timeout is 600 s).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -58,9 +58,8 @@ class CounterDef:
     documentation: str
     labels: tuple[str, ...]
 
-    @property
-    def key(self) -> str:
-        return f"{KEY_PREFIX}:{self.name}"
+    def key(self, namespace: str) -> str:
+        return f"{namespace}:metrics:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -70,13 +69,11 @@ class HistogramDef:
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = DURATION_BUCKETS
 
-    @property
-    def bucket_key(self) -> str:
-        return f"{KEY_PREFIX}:{self.name}:buckets"
+    def bucket_key(self, namespace: str) -> str:
+        return f"{namespace}:metrics:{self.name}:buckets"
 
-    @property
-    def sum_key(self) -> str:
-        return f"{KEY_PREFIX}:{self.name}:sum"
+    def sum_key(self, namespace: str) -> str:
+        return f"{namespace}:metrics:{self.name}:sum"
 
 
 TICKETS_ISSUED = CounterDef("broker_tickets_issued", "Upload tickets issued, by media kind.", ("kind",))
@@ -118,13 +115,13 @@ def _never_raises(recorder: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def _write(services: Services, commands: Callable[[Pipeline], None]) -> None:
+def _write(services: Services, commands: Callable[[Pipeline, str], None]) -> None:
     redis = services.redis
     if time.monotonic() < _paused_until.get(id(redis), 0.0):
         return
     try:
         with redis.pipeline(transaction=False) as pipe:
-            commands(pipe)
+            commands(pipe, services.settings.redis_namespace)
             pipe.execute()
     except Exception as error:
         _paused_until[id(redis)] = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
@@ -138,25 +135,25 @@ def _field(values: Sequence[str]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-def _inc(pipe: Pipeline, counter: CounterDef, labels: Sequence[str], amount: int = 1) -> None:
-    pipe.hincrby(counter.key, _field(labels), amount)
+def _inc(pipe: Pipeline, ns: str, counter: CounterDef, labels: Sequence[str], amount: int = 1) -> None:
+    pipe.hincrby(counter.key(ns), _field(labels), amount)
 
 
-def _observe(pipe: Pipeline, histogram: HistogramDef, labels: Sequence[str], seconds: float) -> None:
+def _observe(pipe: Pipeline, ns: str, histogram: HistogramDef, labels: Sequence[str], seconds: float) -> None:
     bound = next((bound for bound in histogram.buckets if seconds <= bound), math.inf)
-    pipe.hincrby(histogram.bucket_key, _field([*labels, floatToGoString(bound)]), 1)
-    pipe.hincrbyfloat(histogram.sum_key, _field(labels), seconds)
+    pipe.hincrby(histogram.bucket_key(ns), _field([*labels, floatToGoString(bound)]), 1)
+    pipe.hincrbyfloat(histogram.sum_key(ns), _field(labels), seconds)
 
 
 # --- recording (API) ---------------------------------------------------------------------------------------
 @_never_raises
 def ticket_issued(services: Services, kind: str) -> None:
-    _write(services, lambda pipe: _inc(pipe, TICKETS_ISSUED, [kind]))
+    _write(services, lambda pipe, ns: _inc(pipe, ns, TICKETS_ISSUED, [kind]))
 
 
 @_never_raises
 def ticket_refused(services: Services, code: str) -> None:
-    _write(services, lambda pipe: _inc(pipe, TICKETS_REFUSED, [code]))
+    _write(services, lambda pipe, ns: _inc(pipe, ns, TICKETS_REFUSED, [code]))
 
 
 @_never_raises
@@ -164,9 +161,9 @@ def events_received(services: Services, source: str, outcomes: Iterable[str]) ->
     """One count per outcome: per S3 record for handled deliveries, one for a refused or 503 delivery."""
     counts = collections.Counter(outcomes)
 
-    def commands(pipe: Pipeline) -> None:
+    def commands(pipe: Pipeline, ns: str) -> None:
         for outcome, count in counts.items():
-            _inc(pipe, EVENTS, [source, outcome], count)
+            _inc(pipe, ns, EVENTS, [source, outcome], count)
 
     _write(services, commands)
 
@@ -216,11 +213,11 @@ def job_finished(outcome: str, code: str = "") -> None:
     if outcome == "ready" and attempt.stage != "start":  # the last stage completed too
         stages.append((attempt.stage, now - attempt.stage_started))
 
-    def commands(pipe: Pipeline) -> None:
-        _inc(pipe, JOBS, [attempt.stage, outcome, code])
-        _observe(pipe, JOB_SECONDS, [outcome], now - attempt.started)
+    def commands(pipe: Pipeline, ns: str) -> None:
+        _inc(pipe, ns, JOBS, [attempt.stage, outcome, code])
+        _observe(pipe, ns, JOB_SECONDS, [outcome], now - attempt.started)
         for stage, seconds in stages:
-            _observe(pipe, STAGE_SECONDS, [stage], seconds)
+            _observe(pipe, ns, STAGE_SECONDS, [stage], seconds)
 
     _write(attempt.services, commands)
 
@@ -235,8 +232,9 @@ class RedisCollector(Collector):
         self.services = services
 
     def collect(self) -> Iterator[Metric]:
+        ns = self.services.settings.redis_namespace
         try:
-            stored = self._read_stored()
+            stored = self._read_stored(ns)
             depths = ops.queue_depths(self.services)
             worker_count = Worker.count(connection=self.services.redis)
         except Exception as error:
@@ -245,11 +243,13 @@ class RedisCollector(Collector):
             return
         for counter in COUNTERS:
             family = CounterMetricFamily(counter.name, counter.documentation, labels=counter.labels)
-            for labels, value in _decoded(stored[counter.key], len(counter.labels)):
+            for labels, value in _decoded(stored[counter.key(ns)], len(counter.labels)):
                 family.add_metric(labels, float(value))
             yield family
         for histogram in HISTOGRAMS:
-            yield _histogram_family(histogram, stored[histogram.bucket_key], stored[histogram.sum_key])
+            yield _histogram_family(
+                histogram, stored[histogram.bucket_key(ns)], stored[histogram.sum_key(ns)]
+            )
         queue_jobs = GaugeMetricFamily(
             "broker_queue_jobs", "Jobs per queue and state, read at scrape time.", labels=("queue", "state")
         )
@@ -260,8 +260,10 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily("broker_workers", "RQ workers registered in Redis.", value=worker_count)
         yield GaugeMetricFamily("broker_metrics_store_up", "Whether Redis could be read.", value=1)
 
-    def _read_stored(self) -> dict[str, dict[bytes, bytes]]:
-        keys = [c.key for c in COUNTERS] + [k for h in HISTOGRAMS for k in (h.bucket_key, h.sum_key)]
+    def _read_stored(self, ns: str) -> dict[str, dict[bytes, bytes]]:
+        keys = [c.key(ns) for c in COUNTERS] + [
+            k for h in HISTOGRAMS for k in (h.bucket_key(ns), h.sum_key(ns))
+        ]
         with self.services.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hgetall(key)

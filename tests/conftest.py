@@ -124,6 +124,7 @@ def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Sett
     create_bucket(local_s3, bucket)
     return Settings(
         queue_name=f"uploads-{session_id}",  # concurrent test sessions never take each other's jobs
+        redis_namespace=f"broker-test-{session_id}",  # nor count into each other's metrics
         database_url=stack_database_url,
         redis_url=redis_url,
         s3_endpoint_url=local_s3.s3_url,

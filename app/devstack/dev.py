@@ -2,13 +2,12 @@
 
 One supervisor process starts, in order: Redis (the configured one if it answers, else a private one), the
 local S3 + SNS (moto behind the POST-policy gate), the database schema (SQLite under ./var), the API, the
-S3 → SNS → webhook wiring, a worker, and the scheduler of the lifecycle sweeps. Ctrl-C stops them in
-reverse order.
+S3 → SNS → webhook wiring, a worker, and the scheduler of the lifecycle sweeps. Ctrl-C or SIGTERM stops
+them in reverse order, work horses included.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -18,16 +17,10 @@ import click
 
 from app.auth import mint_token
 from app.config import get_settings
-from app.devstack.local_s3 import (
-    create_bucket,
-    create_topic,
-    local_credentials_env,
-    start_local_s3,
-    wire_notifications,
-)
-from app.devstack.processes import LOOPBACK, ManagedProcess, python_module
+from app.devstack.dev_env import effective_env, stack_env, user_set, write_dev_env
+from app.devstack.local_s3 import create_bucket, create_topic, start_local_s3, wire_notifications
+from app.devstack.processes import LOOPBACK, ManagedProcess, port_is_free, python_module
 from app.devstack.redis_server import redis_answers, start_redis
-from app.devstack.secrets import dev_secrets
 from app.migrate import upgrade
 
 VAR = Path("var")
@@ -43,11 +36,25 @@ def _raise_stop(_signum: int, _frame: FrameType | None) -> None:
     raise _Stop
 
 
-def run_dev(port: int) -> int:
-    settings = get_settings()
-    secrets = dev_secrets()
-    children: list[ManagedProcess] = []
+def _stop_on_signals() -> None:
+    """Explicit handlers: a shell that starts a job in the background (`make dev &`, a script, CI) starts it
+    with SIGINT ignored, and Python then never installs its own Ctrl-C handler."""
+    signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
+
+
+def run_dev(port: int) -> int:
+    if not port_is_free(port):
+        click.echo(
+            f"broker dev: port {port} on {LOOPBACK} is already in use (another stack?); "
+            "stop it or pick another with --port",
+            err=True,
+        )
+        return 2
+    _stop_on_signals()
+    settings = get_settings()
+    children: list[ManagedProcess] = []
+    dev_env: Path | None = None
     try:
         redis_url = settings.redis_url
         if not redis_answers(redis_url):
@@ -57,35 +64,37 @@ def run_dev(port: int) -> int:
         children.extend(local.processes)
         create_bucket(local, settings.s3_bucket)
         topic_arn = create_topic(local, settings.s3_bucket)
-        database_url = os.environ.get("BROKER_DATABASE_URL", f"sqlite:///{(VAR / 'broker.db').resolve()}")
+        database_url = (
+            settings.database_url
+            if user_set(settings, "database_url")
+            else f"sqlite:///{(VAR / 'broker.db').resolve()}"
+        )
         upgrade(database_url)
-        env = {
-            **local_credentials_env(),
-            "BROKER_DATABASE_URL": database_url,
-            "BROKER_REDIS_URL": redis_url,
-            "BROKER_S3_ENDPOINT_URL": local.s3_url,
-            "BROKER_S3_BUCKET": settings.s3_bucket,
-            "BROKER_S3_REGION": "us-east-1",
-            "BROKER_SNS_TOPIC_ARN": topic_arn,
-            "BROKER_SNS_CERT_ENDPOINT_URL": local.moto_url,
-            "BROKER_JWT_SECRET": secrets.jwt_secret,
-            "BROKER_WEBHOOK_TOKEN": secrets.webhook_token,
-        }
+        env = stack_env(settings, local, topic_arn, redis_url, database_url)
         api_url = f"http://{LOOPBACK}:{port}"
-        api = ManagedProcess("api", python_module("app.cli", "serve", "--port", str(port)), LOGS, env)
+        api = ManagedProcess(
+            "api", python_module("app.cli", "serve", "--host", LOOPBACK, "--port", str(port)), LOGS, env
+        )
         children.append(api)
         api.wait_http(f"{api_url}/healthz")
         wire_notifications(local, settings.s3_bucket, topic_arn, f"{api_url}/v1/events/s3")
         children.append(ManagedProcess("worker", python_module("app.cli", "worker"), LOGS, env))
         children.append(ManagedProcess("scheduler", python_module("app.cli", "scheduler"), LOGS, env))
-        _banner(api_url, mint_token(secrets.jwt_secret, DEV_USER), local.s3_url)
+        dev_env = write_dev_env(env)
+        jwt_secret = effective_env(env).get("BROKER_JWT_SECRET")
+        _banner(api_url, mint_token(jwt_secret, DEV_USER) if jwt_secret else None, local.s3_url, dev_env)
         return _supervise(children)
     except (KeyboardInterrupt, _Stop):
         click.echo("\nstopping…")
         return 0
     finally:
+        # A second Ctrl-C while stopping must not leave half the stack running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
+        if dev_env is not None:
+            dev_env.unlink(missing_ok=True)
 
 
 def _supervise(children: list[ManagedProcess]) -> int:
@@ -99,13 +108,15 @@ def _supervise(children: list[ManagedProcess]) -> int:
         time.sleep(0.5)
 
 
-def _banner(api_url: str, token: str, s3_url: str) -> None:
+def _banner(api_url: str, token: str | None, s3_url: str, dev_env: Path) -> None:
+    token = token or "(none: BROKER_JWT_JWKS_URL is set, use your issuer's tokens)"
     click.echo(
         f"""
 upload-broker is running (logs in {LOGS}/)
   API        {api_url}
   local S3   {s3_url}
   dev token  {token}
+  settings   {dev_env}  (another shell: set -a; . {dev_env}; set +a; then any broker command)
 
 Try it:  export TOKEN={token}
          curl -s -X POST {api_url}/v1/uploads -H "Authorization: Bearer $TOKEN" \\

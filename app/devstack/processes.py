@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,6 +21,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether `port` can be bound on `host` now (nothing listens there)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc (Linux; elsewhere: none). RQ puts each work horse in a
+    process group of its own, so only the process tree, not a process group, finds them all."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -70,14 +100,27 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.alive():
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM; after `grace` seconds SIGTERM again (RQ's cold shutdown: it kills its work horse instead
+        of waiting for the job); after `grace` more, SIGKILL. Whatever the child left below itself (a work
+        horse, gunicorn workers) is killed last, so nothing outlives the stack."""
+        below: set[int] = set()
+        for _ in range(2):
+            if not self.alive():
+                break
+            below |= descendants(self.process.pid)
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+                continue
+        if self.alive():
+            below |= descendants(self.process.pid)
+            self.process.kill()
+            self.process.wait(5)
+        for pid in below | descendants(self.process.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         self._log.close()
 
 

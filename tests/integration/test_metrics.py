@@ -174,6 +174,19 @@ def test_a_metrics_outage_fails_no_request_and_no_job(settings, serve_with):
     assert value(scrape(served.url), "broker_metrics_store_up") == 0
 
 
+def test_deployments_sharing_a_redis_keep_their_own_counts(api, settings, serve_with, services):
+    """Two namespaces on one Redis: tickets issued through one are not counted by the other."""
+    other = serve_with(redis_namespace=f"{settings.redis_namespace}-other")
+    client = BrokerClient(other.url, mint_token(settings.jwt_secret or "", str(uuid.uuid4())))
+    mine_before, other_before = scrape(api.url), scrape(other.url)
+    for _ in range(3):
+        assert client.request_ticket("avatar", "image/jpeg", 1000).status_code == 201
+    mine_after, other_after = scrape(api.url), scrape(other.url)
+    assert delta(other_before, other_after, "broker_tickets_issued_total", kind="avatar") == 3
+    assert delta(mine_before, mine_after, "broker_tickets_issued_total", kind="avatar") == 0
+    assert services.redis.exists(f"{settings.redis_namespace}-other:metrics:broker_tickets_issued")
+
+
 @pytest.fixture(autouse=True)
 def _uploads_queue_left_empty(services):
     yield
