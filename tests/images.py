@@ -86,7 +86,7 @@ def repeated_scan_jpeg(size: int = 4000, repeats: int = 300) -> bytes:
     """A valid progressive JPEG whose last refinement scan is repeated: tiny on disk, each repeat costs a
     full pass over the image's coefficients when decoded (the classic CPU bomb)."""
     out = io.BytesIO()
-    Image.new("L", (size, size), 128).save(out, "JPEG", progressive=True, quality=75)
+    photo(size, size).save(out, "JPEG", progressive=True, quality=75)
     header, scans = _segments(out.getvalue())
     return header + b"".join(scans) + scans[-1] * repeats + b"\xff\xd9"
 
@@ -126,17 +126,14 @@ def animated_webp(width: int = 320, height: int = 240, frames: int = 3) -> bytes
 
 
 def rgba16_png(width: int, height: int) -> bytes:
-    """A 16-bit RGBA PNG (a gradient row repeated, half transparent), built without holding its pixels."""
+    """A flat half-transparent red 16-bit RGBA PNG, built without holding its pixels (a few hundred KB)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
-    row = b"\x00" + b"".join(
-        struct.pack(">HHHH", x * 65535 // width, 30000, 65535 - x * 65535 // width, 32768)
-        for x in range(width)
-    )
-    compressor = zlib.compressobj(6)
+    row = b"\x00" + struct.pack(">HHHH", 52000, 10000, 10000, 32768) * width  # half-transparent red
+    compressor = zlib.compressobj(9)
     parts = [compressor.compress(row * 64) for _ in range(height // 64)]
     parts.append(compressor.compress(row * (height % 64)))
     parts.append(compressor.flush())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import json
 import os
 import resource
@@ -151,6 +152,7 @@ def _confine(limits: ProcessLimits) -> None:
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(0)
     libc.mallopt(_M_ARENA_MAX, 2)
+    faulthandler.disable()  # a decoder crash is reported by the parent as a verdict, not as a dump here
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))

@@ -1,0 +1,79 @@
+"""Structure checks on real files: ordinary images pass, floods and scan bombs are refused in milliseconds."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from app.domain.rejections import Rejected, RejectionCode
+from tests import images
+from workers.stages.structure import MAX_JPEG_SCANS, check_structure, webp_size
+
+
+def _file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    return path
+
+
+def _progressive(size: int = 640) -> bytes:
+    out = io.BytesIO()
+    images.photo(size, size).save(out, "JPEG", progressive=True, quality=85)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "mime"),
+    [
+        (images.jpeg(1600, 1200, orientation=6, gps=True), "image/jpeg"),
+        (_progressive(), "image/jpeg"),
+        (images.png_with_alpha(), "image/png"),
+        (images.apng(frames=40), "image/png"),
+        (images.huge_png(3000, 3000), "image/png"),
+    ],
+)
+def test_ordinary_images_pass(tmp_path: Path, data: bytes, mime: str):
+    check_structure(_file(tmp_path, data), mime)
+
+
+def test_scans_up_to_the_limit_pass_and_one_more_is_too_complex(tmp_path: Path):
+    header, scans = images._segments(_progressive(200))
+    allowed = header + b"".join(scans) + scans[-1] * (MAX_JPEG_SCANS - len(scans)) + b"\xff\xd9"
+    check_structure(_file(tmp_path, allowed), "image/jpeg")
+    with Image.open(io.BytesIO(allowed)) as img:
+        img.load()  # still a valid JPEG: the check counts, it does not judge validity
+
+    with pytest.raises(Rejected) as refused:
+        check_structure(_file(tmp_path, allowed[:-2] + scans[-1] + b"\xff\xd9"), "image/jpeg")
+    assert refused.value.code is RejectionCode.TOO_COMPLEX
+
+
+@pytest.mark.parametrize(
+    ("data", "mime"),
+    [
+        (images.repeated_scan_jpeg(4000, 300), "image/jpeg"),
+        (images.comment_flood_jpeg(1_300_000), "image/jpeg"),
+        (images.chunk_flood_png(437_000), "image/png"),
+    ],
+)
+def test_bombs_are_refused_well_under_a_second(tmp_path: Path, data: bytes, mime: str):
+    path = _file(tmp_path, data)
+    started = time.process_time()
+    with pytest.raises(Rejected) as refused:
+        check_structure(path, mime)
+    assert refused.value.code is RejectionCode.TOO_COMPLEX
+    assert time.process_time() - started < 0.5  # CPU time, not wall: a busy machine does not change it
+
+
+@pytest.mark.parametrize(
+    "options", [{"lossless": True}, {"quality": 80}, {"lossless": True, "save_all": True}]
+)
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_size_is_read_from_every_kind_of_header(tmp_path: Path, options: dict, mode: str):
+    out = io.BytesIO()
+    Image.new(mode, (333, 222)).save(out, "WEBP", **options)
+    assert webp_size(_file(tmp_path, out.getvalue())) == (333, 222)
