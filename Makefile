@@ -38,3 +38,4 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.images
+	$(BIN)/python -m bench.hostile
