@@ -28,18 +28,34 @@ def main() -> None:
 
 
 @main.command()
+@click.option(
+    "--server",
+    type=click.Choice(["waitress", "gunicorn"]),
+    default="waitress",
+    show_default=True,
+    envvar="BROKER_HTTP_SERVER",
+    help="waitress buffers whole requests (slow clients cannot hold threads); gunicorn only behind a "
+    "buffering proxy",
+)
 @click.option("--host", default=None, help="[default: 127.0.0.1]")
 @click.option("--port", default=None, type=int, help="[default: 8000]")
-@click.option("--workers", default=None, type=int, help="gunicorn worker processes [default: 2]")
+@click.option("--workers", default=None, type=int, help="server processes [default: 2]")
 @click.option(
     "--config",
     "config_file",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="a gunicorn config file (else $GUNICORN_CONFIG); GUNICORN_CMD_ARGS is honoured too",
+    help="gunicorn only: a gunicorn config file (else $GUNICORN_CONFIG); GUNICORN_CMD_ARGS is honoured too",
 )
-def serve(host: str | None, port: int | None, workers: int | None, config_file: str | None) -> None:
-    """Serve the HTTP API with gunicorn (defaults < config file < GUNICORN_CMD_ARGS < these options)."""
+def serve(
+    server: str, host: str | None, port: int | None, workers: int | None, config_file: str | None
+) -> None:
+    """Serve the HTTP API (gunicorn: defaults < config file < GUNICORN_CMD_ARGS < these options)."""
+    if server == "waitress":
+        from app.server_waitress import run_waitress
+
+        run_waitress(host or "127.0.0.1", port or 8000, workers or 2)
+        return
     from app.server import run_gunicorn
 
     run_gunicorn(host, port, workers, config_file)

@@ -100,7 +100,7 @@ def _exclusive(services: Services, sweep: str, timeout: int, dry_run: bool) -> I
     if dry_run:
         yield True
         return
-    lock = services.redis.lock(f"broker:lifecycle:{sweep}", timeout=timeout)
+    lock = services.redis.lock(f"{services.settings.redis_namespace}:lifecycle:{sweep}", timeout=timeout)
     acquired = bool(lock.acquire(blocking=False))
     try:
         yield acquired
