@@ -22,20 +22,12 @@ from redis import Redis
 from rq import Queue
 
 from app.auth import mint_token
-from app.devstack.processes import descendants, free_port
+from app.devstack.processes import descendants, free_port, pid_alive
 from tests.support import REPO
 
 BANNER_TIMEOUT = 90
 USER_JWT_SECRET = "the-users-own-jwt-secret-0123456789"
 USER_WEBHOOK_TOKEN = "the-users-own-webhook-token"
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def user_env(**settings: str) -> dict[str, str]:
@@ -175,7 +167,7 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
     process.send_signal(signal.SIGINT)
     assert process.wait(90) == 0
     deadline = time.monotonic() + 15
-    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+    while [pid for pid in children if pid_alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not [pid for pid in children if alive(pid)]
+    assert not [pid for pid in children if pid_alive(pid)]
     assert not (workdir / "var" / "dev.env").exists()

@@ -15,36 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.devstack.processes import free_port
+from app.devstack.processes import descendants, free_port, pid_alive
 from tests import images
 
 BANNER_TIMEOUT = 60
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid`, from /proc (Linux)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture
@@ -124,4 +98,4 @@ def test_dev_stack_runs_the_whole_pipeline_and_stops_cleanly(dev_stack):
         "scheduler.log",
     }
     assert len(children) >= 6
-    assert not [pid for pid in children if alive(pid)]
+    assert not [pid for pid in children if pid_alive(pid)]
