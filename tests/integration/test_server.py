@@ -155,8 +155,11 @@ def test_waitress_logs_json_and_refuses_in_the_json_error_shape(serve):
     )
 
 
-def test_gunicorn_takes_gunicorn_cmd_args_logs_json_and_refuses_in_json(serve):
-    served = serve("--server", "gunicorn", GUNICORN_CMD_ARGS="--workers 1 --limit-request-line 200")
+def test_gunicorn_takes_a_config_file_and_gunicorn_cmd_args_logs_json_and_refuses_in_json(serve, tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("limit_request_line = 200\nworkers = 3\n")
+    # Layers: the file over our defaults (the request-line limit), GUNICORN_CMD_ARGS over the file (workers).
+    served = serve("--server", "gunicorn", "--config", str(config), GUNICORN_CMD_ARGS="--workers 1")
     long_line = b"GET /healthz?" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
     status, body = json_error(raw_request(served.url, long_line))
     assert (status, body["error"]["code"]) == (414, "request_line_too_long")
@@ -173,7 +176,9 @@ def test_gunicorn_takes_gunicorn_cmd_args_logs_json_and_refuses_in_json(serve):
         time.sleep(0.1)
     lines = served.lines()  # every line parses as JSON
     assert any(line.get("name") == "gunicorn.access" and line["status"] == 200 for line in lines)
-    assert sum("Booting worker" in line["message"] for line in lines) == 1  # --workers 1 from the env
+    assert (
+        sum("Booting worker" in line["message"] for line in lines) == 1
+    )  # --workers 1 from the env beats the file's 3
     sockets = [line["message"] for line in lines if "Control socket" in line["message"]]
     assert sockets and all(str(served.port) in message for message in sockets)  # one per instance
 
