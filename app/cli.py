@@ -75,6 +75,7 @@ def worker(burst: bool, with_scheduler: bool) -> None:
 
     from app.services import Services
     from workers.jobs import use_services
+    from workers.lifecycle import JOB_HEARTBEAT_SECONDS
 
     configure_logging()
     services = Services(get_settings())
@@ -82,7 +83,11 @@ def worker(burst: bool, with_scheduler: bool) -> None:
     # engine every time. Both are fork-safe at this point: neither has opened a connection yet.
     services.storage, services.db  # noqa: B018 - evaluating the cached properties is the point
     use_services(services)
-    rq_worker = Worker([services.queue], connection=services.redis)
+    # A short job heartbeat, so a job whose worker is killed is known abandoned within a minute and re-run by
+    # the recover sweep (`workers.lifecycle.JOB_HEARTBEAT_SECONDS`).
+    rq_worker = Worker(
+        [services.queue], connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
+    )
     rq_worker.work(burst=burst, with_scheduler=with_scheduler)
 
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     temp_max_age_seconds: int = 24 * 3600
     reconcile_after_seconds: int = 300
     stuck_after_seconds: int = 1800
+    # An upload in flight whose job is gone (Redis lost it) or was abandoned (its worker died) is re-queued
+    # once it has been still this long: long enough for the webhook's own enqueue to land.
+    lost_job_after_seconds: int = 60
 
     # Dotted path of the job run when a food image is ready (the food-recognition service); none by default.
     food_recognition_job: str | None = None

@@ -10,6 +10,7 @@ still need them. `workers.scheduled` adds a Redis lock on top so two runs do not
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from app.domain.states import UploadStatus
@@ -34,9 +36,20 @@ log = logging.getLogger(__name__)
 
 S = UploadStatus
 # A job in one of these states will never run again; any other state (queued, started, scheduled for a
-# retry, deferred...) means RQ still owns the upload. A `started` job whose worker died is moved to `failed`
-# (or retried) by RQ's own registry maintenance, so it is trusted here rather than second-guessed by a clock.
+# retry, deferred...) means RQ still owns the upload. A `started` job whose worker died is found by its
+# expired heartbeat (`recover_jobs`) and handed back to RQ's own abandoned-job handling first.
 DEAD_JOB_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+
+# The worker heartbeats a running job every JOB_HEARTBEAT_SECONDS; RQ lets the entry in the started-job
+# registry expire 60 s after the last beat. So a job whose worker was killed is known dead at most
+# JOB_HEARTBEAT_SECONDS + 60 s after the kill, and `recover_jobs`, every RECOVER_EVERY_SECONDS, hands it back:
+# 5 + 60 + 20 = 85 s, plus the first retry delay (10 s) — re-run within 2 minutes of the kill.
+JOB_HEARTBEAT_SECONDS = 5
+RQ_HEARTBEAT_GRACE_SECONDS = 60
+RECOVER_EVERY_SECONDS = 20
+# RQ marks a job whose worker vanished with this exception: not a verdict on the upload, so it is re-queued
+# as soon as a job that vanished with Redis would be, not after `stuck_after_seconds`.
+_ABANDONED = "AbandonedJobError"
 
 
 @dataclass
@@ -188,9 +201,61 @@ def reconcile(services: Services, dry_run: bool = False) -> SweepReport:
             "stuck_after_seconds": settings.stuck_after_seconds,
         },
     )
-    if _requeue_stuck(services, report, now - timedelta(seconds=settings.stuck_after_seconds)):
+    if not _recover_jobs(services, report):
+        return report
+    stuck = now - timedelta(seconds=settings.stuck_after_seconds)
+    lost = now - timedelta(seconds=min(settings.lost_job_after_seconds, settings.stuck_after_seconds))
+    if _requeue_stuck(services, report, stuck, lost):
         _queue_unreported(services, report, now - timedelta(seconds=settings.reconcile_after_seconds))
     return report
+
+
+def recover_jobs(services: Services, dry_run: bool = False, at: float | None = None) -> SweepReport:
+    """Jobs whose worker died, and retries that are due: handed back to RQ now, not at its next maintenance.
+
+    RQ itself finds an abandoned job (its heartbeat expired) only in a worker's registry maintenance, every
+    10 minutes, and moves a due retry back to its queue only from a worker's scheduler thread, which a Redis
+    blip can stop. This sweep does both, every `RECOVER_EVERY_SECONDS`, with RQ's own functions. `at` (a
+    Unix time, default now) is the moment heartbeats are judged at: tests look a minute ahead.
+    """
+    report = SweepReport("recover", dry_run, {"job_heartbeat_seconds": JOB_HEARTBEAT_SECONDS})
+    _recover_jobs(services, report, at)
+    return report
+
+
+def _recover_jobs(services: Services, report: SweepReport, at: float | None = None) -> bool:
+    """Returns False if Redis refused, so reconcile stops (the next run retries)."""
+    stage = "recover_jobs"
+    queue = services.queue
+    started = StartedJobRegistry(queue=queue)
+    scheduled = queue.scheduled_job_registry
+    try:
+        abandoned = started.get_expired_job_ids(at)
+        for job_id in abandoned:
+            report.act(
+                stage, "would_recover" if report.dry_run else "recovered", _upload_of(job_id), "", job=job_id
+            )
+        if report.dry_run:
+            return True
+        # RQ's handling: failure callbacks, then a retry (scheduled) if retries are left, else `failed`.
+        started.cleanup(at)
+        for job in Job.fetch_many(
+            scheduled.get_jobs_to_schedule(int(time.time())), connection=services.redis
+        ):
+            if job is None:
+                continue
+            queue.enqueue_job(job)
+            scheduled.remove(job)
+            report.act(stage, "retry_enqueued", _upload_of(job.id), "", job=job.id)
+    except RedisError as error:
+        report.act(stage, "queue_unavailable", None, "", error=str(error))
+        return False
+    return True
+
+
+def _upload_of(job_id: str) -> str | None:
+    prefix = processing_job_id("")
+    return job_id[len(prefix) :] if job_id.startswith(prefix) else None
 
 
 def processing_job(connection: Redis, upload_id: str) -> Job | None:
@@ -201,22 +266,31 @@ def processing_job(connection: Redis, upload_id: str) -> Job | None:
         return None
 
 
-def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) -> bool:
-    """Returns False if Redis refused, so the sweep stops (the next run retries)."""
+def _requeue_stuck(services: Services, report: SweepReport, stuck: datetime, lost: datetime) -> bool:
+    """Re-queue in-flight uploads whose job is gone or dead. Returns False if Redis refused.
+
+    A job that is gone (Redis lost it) or was abandoned (its worker died) says nothing about the upload, so
+    it is re-queued once the upload has been still since `lost`; a job that finished or failed otherwise
+    waits until `stuck` (above the job timeout and retry delays).
+    """
     stage = "reconcile_stuck"
     in_flight = [S.UPLOADED.value, S.PROCESSING.value]
     with services.db.session() as session:
-        stuck = session.execute(
-            select(Upload.id, Upload.temp_key)
-            .where(Upload.status.in_(in_flight), Upload.updated_at <= cutoff)
+        candidates = session.execute(
+            select(Upload.id, Upload.temp_key, Upload.updated_at)
+            .where(Upload.status.in_(in_flight), Upload.updated_at <= max(stuck, lost))
             .order_by(Upload.updated_at)
         ).all()
-    for upload_id, key in stuck:
+    for upload_id, key, updated_at in candidates:
         try:
             job = processing_job(services.redis, upload_id)
             job_status = job.get_status(refresh=False) if job is not None else None
             if job_status is not None and job_status not in DEAD_JOB_STATUSES:
                 report.count(stage, "kept_job_alive")
+                continue
+            lost_job = job is None or (job_status == JobStatus.FAILED and _abandoned(job))
+            if _as_utc(updated_at) > (lost if lost_job else stuck):
+                report.count(stage, "kept_young")
                 continue
             previous = {"previous_job": job_status.value if job_status else "none"}
             if report.dry_run:
@@ -232,6 +306,17 @@ def _requeue_stuck(services: Services, report: SweepReport, cutoff: datetime) ->
             return False
         report.act(stage, "requeued", upload_id, key, **previous)
     return True
+
+
+def _abandoned(job: Job) -> bool:
+    """Whether RQ failed the job because its worker vanished (`StartedJobRegistry.cleanup`)."""
+    result = job.latest_result()
+    return _ABANDONED in ((result.exc_string if result else None) or job._exc_info or "")
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _queue_unreported(services: Services, report: SweepReport, cutoff: datetime) -> None:

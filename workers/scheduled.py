@@ -51,6 +51,15 @@ def reconcile(dry_run: bool = False) -> dict[str, Any]:
         return lifecycle.reconcile(services, dry_run).as_dict()
 
 
+def recover_jobs(dry_run: bool = False) -> dict[str, Any]:
+    """Hand jobs whose worker died, and due retries, back to RQ (see `workers.lifecycle.recover_jobs`)."""
+    services = current_services()
+    with _exclusive(services, "recover", RECOVER.timeout_seconds, dry_run) as acquired:
+        if not acquired:
+            return _skipped("recover")
+        return lifecycle.recover_jobs(services, dry_run).as_dict()
+
+
 @dataclass(frozen=True)
 class Sweep:
     func: Callable[..., dict[str, Any]]
@@ -63,7 +72,9 @@ CLEANUP = Sweep(cleanup_temp, every_seconds=3600, timeout_seconds=1800)
 # A lost event delays an upload by reconcile_after_seconds plus at most this interval; a sweep that finds
 # nothing lost costs one listing of temp/ and one query.
 RECONCILE = Sweep(reconcile, every_seconds=120, timeout_seconds=600)
-SWEEPS = (CLEANUP, RECONCILE)
+# A job whose worker died is re-run within 2 minutes (the arithmetic is in `workers.lifecycle`).
+RECOVER = Sweep(recover_jobs, every_seconds=lifecycle.RECOVER_EVERY_SECONDS, timeout_seconds=60)
+SWEEPS = (CLEANUP, RECONCILE, RECOVER)
 
 
 def register_sweeps(scheduler: CronScheduler, queue_name: str) -> list[CronJob]:

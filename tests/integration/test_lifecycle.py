@@ -372,7 +372,7 @@ def test_failing_food_hook_leaves_the_upload_ready(make_stack: Any):
 
 
 # --- (5) scheduling with RQ's cron, and the commands ---------------------------------------------------------
-def test_scheduler_registers_both_sweeps_as_rq_cron_jobs(stack: Stack):
+def test_scheduler_registers_every_sweep_as_an_rq_cron_job(stack: Stack):
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "scheduler"],
         cwd=REPO,
@@ -384,16 +384,24 @@ def test_scheduler_registers_both_sweeps_as_rq_cron_jobs(stack: Stack):
     try:
         deadline = time.monotonic() + 20
         mine: list[CronScheduler] = []
-        while time.monotonic() < deadline and not (mine and stack.queue.count == 2):
+        while time.monotonic() < deadline and not (mine and stack.queue.count == 3):
             mine = [s for s in CronScheduler.all(stack.services.redis) if s.pid == process.pid]
             time.sleep(0.1)
         assert mine, "the scheduler did not register"
         intervals = {job.func_name: job.interval for job in mine[0].get_jobs()}
-        assert intervals == {"workers.scheduled.cleanup_temp": 3600, "workers.scheduled.reconcile": 120}
+        assert intervals == {
+            "workers.scheduled.cleanup_temp": 3600,
+            "workers.scheduled.reconcile": 120,
+            "workers.scheduled.recover_jobs": 20,
+        }
         assert {job.queue_name for job in mine[0].get_jobs()} == {stack.settings.queue_name}
         # interval jobs run once as soon as the scheduler starts
         queued = {job.func_name for job in stack.queue.get_jobs()}
-        assert queued == {"workers.scheduled.cleanup_temp", "workers.scheduled.reconcile"}
+        assert queued == {
+            "workers.scheduled.cleanup_temp",
+            "workers.scheduled.reconcile",
+            "workers.scheduled.recover_jobs",
+        }
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)
@@ -406,6 +414,7 @@ def test_scheduler_registers_both_sweeps_as_rq_cron_jobs(stack: Stack):
     results = {job.func_name: job.latest_result().return_value for job in cron_jobs}
     assert results["workers.scheduled.cleanup_temp"]["sweep"] == "cleanup"
     assert results["workers.scheduled.reconcile"]["sweep"] == "reconcile"
+    assert results["workers.scheduled.recover_jobs"]["sweep"] == "recover"
     assert stack.queue.count == 0
     redis = stack.services.redis
     redis.delete(f"rq:cron_scheduler:{mine[0].name}")
