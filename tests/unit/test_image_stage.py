@@ -368,3 +368,63 @@ def test_embedded_profile_is_converted_to_srgb(tmp_path: Path, profile: str, fmt
         as_srgb, Image.new(mode, (1, 1), stored).convert("RGB").getpixel((0, 0)), tolerance=10
     )
     assert close_to(out.getpixel((32, 32)), as_srgb, tolerance=4)
+
+
+# --- limits quoted, types refused, memory of the worst admitted images ------------------------------------
+
+
+@pytest.mark.parametrize("side", [12_000, 30_000])
+def test_image_too_large_quotes_the_services_limit_not_pillows(bombs: dict[int, Path], side: int) -> None:
+    """30,000² is past Pillow's own bomb limit too: its message (178,956,970 pixels) must not leak."""
+    rules = ImageRules(max_pixels=50_000_000)
+    with pytest.raises(Rejected) as caught:
+        process_image(bombs[side], "image/png", rules)
+    assert caught.value.code is RejectionCode.IMAGE_TOO_LARGE
+    assert "50,000,000" in caught.value.message
+    assert "178,956,970" not in caught.value.message
+
+
+def test_a_gif_declared_as_png_is_a_type_mismatch(tmp_path: Path) -> None:
+    from workers.stages.sniff import sniff
+
+    path = save(tmp_path / "moving.png", noisy((32, 32)).convert("P"), "GIF")
+    with pytest.raises(Rejected) as caught:
+        sniff(path, "image/png")
+    assert caught.value.code is RejectionCode.TYPE_MISMATCH
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_the_worst_admitted_rgba_images_stay_under_300_mb(tmp_path: Path) -> None:
+    """A 50 MP 16-bit RGBA PNG and the largest lossless RGBA WebP the default budget admits, each in a
+    fresh process (ru_maxrss would inherit pytest's peak), with the worker's default memory budget."""
+    from tests import images
+
+    files = {
+        tmp_path / "rgba16.png": ("image/png", images.rgba16_png(7071, 7071)),
+        tmp_path / "rgba.webp": ("image/webp", images.rgba_image(3850, 3850, "WEBP", lossless=True)),
+    }
+    for path, (_, data) in files.items():
+        path.write_bytes(data)
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from app.config import Settings
+        from workers.stages.image import ImageRules, process_image
+
+        budget = Settings.model_fields["image_memory_bytes"].default
+        result = process_image(Path(sys.argv[1]), sys.argv[2], ImageRules(memory_bytes=budget))
+        assert (result.width, result.height) == (1200, 1200), (result.width, result.height)
+        print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) // 1024)
+        """
+    )
+    for path, (mime, _) in files.items():
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(path), mime],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert int(run.stdout) <= 300, f"{path.name}: peak RSS {run.stdout.strip()} MB"
