@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,18 @@ def register_error_handlers(app: Flask) -> None:
     def _http(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
         return error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(DBAPIError)
+    def _database(error: DBAPIError) -> Response:
+        # The database is unreachable or dropped the connection: retryable (SNS and the app retry on 503). The
+        # session rolled back, so nothing was half-applied. Anything else from the database is a bug: 500.
+        if not isinstance(error, OperationalError | InterfaceError) and not error.connection_invalidated:
+            return _unexpected(error)
+        reason = (str(error.orig or error).splitlines() or ["?"])[0]
+        log.error("database unavailable on %s %s: %s", request.method, request.path, reason)
+        return error_response(
+            503, "service_unavailable", "database unavailable; retry shortly", {"Retry-After": "5"}
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
