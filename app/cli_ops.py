@@ -56,7 +56,7 @@ def _redis_errors(command: Callable[P, R]) -> Callable[P, R]:
 @json_option
 @_redis_errors
 def queues(only: tuple[str, ...], as_json: bool) -> None:
-    """Depth of each queue (queued, started, failed, scheduled, deferred) and what each worker runs."""
+    """Depth of each queue (queued, started, abandoned, failed, scheduled, deferred) and what each worker runs."""
     report = ops.queues_report(_services(), only)
     if as_json:
         _print_json(report)
@@ -69,6 +69,11 @@ def queues(only: tuple[str, ...], as_json: bool) -> None:
         table.add_row(depths.queue, *(str(count) for count in depths.by_state().values()))
     console = _console()
     console.print(table)
+    for job in report.abandoned:
+        console.print(
+            f"abandoned: {job.job_id} (upload {job.upload_id or '-'}) on {job.queue}: worker {job.worker} "
+            f"dead since {_when(job.last_heartbeat)}; the recover sweep re-runs it"
+        )
     if not report.workers:
         console.print("workers: none registered")
         return

@@ -25,7 +25,7 @@ from rq.results import Result
 from app.services import Services
 
 # The job states whose sizes `broker queues` and the queue-depth gauge report.
-QUEUE_STATES = ("queued", "started", "failed", "scheduled", "deferred")
+QUEUE_STATES = ("queued", "started", "abandoned", "failed", "scheduled", "deferred")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class QueueDepths:
     queue: str
     queued: int  # waiting for a worker
     started: int  # being run by a worker now
+    abandoned: int  # started, but the worker stopped heartbeating (killed): the recover sweep re-runs them
     failed: int  # out of retries; kept for inspection (`broker failed list`)
     scheduled: int  # waiting for their retry time
     deferred: int  # waiting for another job
@@ -54,9 +55,19 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class AbandonedJob:
+    job_id: str
+    queue: str
+    upload_id: str | None
+    worker: str  # the dead worker's name
+    last_heartbeat: datetime | None
+
+
+@dataclass(frozen=True)
 class QueuesReport:
     queues: list[QueueDepths]
     workers: list[WorkerInfo]
+    abandoned: list[AbandonedJob] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ def queue_depths(services: Services, only: Iterable[str] = ()) -> list[QueueDept
         for queue in queues:
             pipe.llen(queue.key)
             pipe.zcount(queue.started_job_registry.key, now, "+inf")
+            pipe.zcount(queue.started_job_registry.key, "-inf", f"({now}")
             pipe.zcount(queue.failed_job_registry.key, now, "+inf")
             pipe.zcard(queue.scheduled_job_registry.key)
             pipe.zcard(queue.deferred_job_registry.key)
@@ -127,8 +139,23 @@ def workers(services: Services) -> list[WorkerInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
+def abandoned_jobs(services: Services, only: Iterable[str] = ()) -> list[AbandonedJob]:
+    """Jobs still `started` whose heartbeat expired: their worker died (SIGKILL, OOM, host lost)."""
+    found = []
+    for name in queue_names(services, only):
+        registry = Queue(name, connection=services.redis).started_job_registry
+        for job_id in dict.fromkeys(registry.get_expired_job_ids()):
+            job = _fetch(services.redis, job_id)
+            if job is None or job.get_status(refresh=False) != "started":
+                continue
+            found.append(
+                AbandonedJob(job.id, name, upload_id_of(job), job.worker_name or "?", job.last_heartbeat)
+            )
+    return found
+
+
 def queues_report(services: Services, only: Iterable[str] = ()) -> QueuesReport:
-    return QueuesReport(queue_depths(services, only), workers(services))
+    return QueuesReport(queue_depths(services, only), workers(services), abandoned_jobs(services, only))
 
 
 def failed_jobs(services: Services, only: Iterable[str] = ()) -> list[FailedJob]:

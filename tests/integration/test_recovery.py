@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -147,8 +148,28 @@ def test_a_job_whose_worker_was_killed_is_re_run_once_by_the_recover_sweep(alice
     # Its heartbeat has not expired yet: the sweep leaves it alone (a live worker's job looks just the same).
     assert lifecycle.recover_jobs(own).actions == []
 
-    # A minute later by the heartbeat's clock: abandoned, retried after its retry delay, enqueued by the sweep.
-    report = lifecycle.recover_jobs(own, at=time.time() + HEARTBEAT_EXPIRED)
+    # A minute passes (the registry entry is aged by what the heartbeat would have covered): abandoned.
+    started_key = own.queue.started_job_registry.key
+    for entry in own.redis.zrange(started_key, 0, -1):
+        own.redis.zincrby(started_key, -HEARTBEAT_EXPIRED, entry)
+    shown = subprocess.run(
+        [sys.executable, "-m", "app.cli", "queues", "--queue", own.queue.name, "--json"],
+        env=settings_env(own.settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    report_json = json.loads(shown.stdout)
+    [depths] = report_json["queues"]
+    assert (depths["started"], depths["abandoned"]) == (0, 1)
+    [abandoned] = report_json["abandoned"]
+    assert (abandoned["job_id"], abandoned["upload_id"]) == (job.id, upload_id)
+    assert abandoned["worker"] == Job.fetch(job.id, connection=own.redis).worker_name != "?"
+
+    # The recover sweep hands it back to RQ: retried after its retry delay, then enqueued by the next run.
+    report = lifecycle.recover_jobs(own)
     assert [(a["outcome"], a["upload_id"]) for a in report.actions] == [("recovered", upload_id)]
     enqueued: list[dict] = []
     _wait(
