@@ -80,7 +80,7 @@ def test_cpu_beyond_the_image_limit_is_a_rejection_not_a_retry(alice, drain_with
 
 
 def test_an_image_whose_decode_needs_more_memory_than_the_budget_is_refused(alice, drain_with):
-    data = images.rgba_image(2500, 2500, "WEBP", lossless=True)  # ~110 MB to decode with libwebp
+    data = images.rgba_image(3000, 3000, "WEBP", lossless=True)  # lossless: ~8 bytes a pixel, 69 MiB
     upload_id = alice.upload("avatar", "image/webp", data)
     alice.wait_status(upload_id, {"uploaded"})
 
@@ -94,6 +94,14 @@ def test_an_image_whose_decode_needs_more_memory_than_the_budget_is_refused(alic
 
 def test_a_50_megapixel_16_bit_rgba_png_is_processed_within_the_default_limits(alice, drain):
     status = _process(alice, drain, "avatar", "image/png", images.rgba16_png(7071, 7071))
+
+    assert status["status"] == "ready", status
+    assert (status["media"]["width"], status["media"]["height"]) == (1200, 1200)
+
+
+def test_a_50_megapixel_lossy_rgba_webp_is_processed_within_the_default_limits(alice, drain):
+    data = images.rgba_image(7071, 7071, "WEBP", quality=80)  # decoded scaled, row by row, by libwebp
+    status = _process(alice, drain, "avatar", "image/webp", data)
 
     assert status["status"] == "ready", status
     assert (status["media"]["width"], status["media"]["height"]) == (1200, 1200)

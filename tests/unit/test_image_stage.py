@@ -395,13 +395,15 @@ def test_a_gif_declared_as_png_is_a_type_mismatch(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_the_worst_admitted_rgba_images_stay_under_300_mb(tmp_path: Path) -> None:
-    """A 50 MP 16-bit RGBA PNG and the largest lossless RGBA WebP the default budget admits, each in a
+    """A 50 MP 16-bit RGBA PNG, a 50 MP lossy RGBA WebP and a lossless one near the largest the default
+    budget admits (~33 MP at 8 bytes a pixel), each in a
     fresh process (ru_maxrss would inherit pytest's peak), with the worker's default memory budget."""
     from tests import images
 
     files = {
         tmp_path / "rgba16.png": ("image/png", images.rgba16_png(7071, 7071)),
-        tmp_path / "rgba.webp": ("image/webp", images.rgba_image(3850, 3850, "WEBP", lossless=True)),
+        tmp_path / "rgba.webp": ("image/webp", images.rgba_image(7071, 7071, "WEBP", quality=80)),
+        tmp_path / "lossless.webp": ("image/webp", images.rgba_image(5600, 5600, "WEBP", lossless=True)),
     }
     for path, (_, data) in files.items():
         path.write_bytes(data)

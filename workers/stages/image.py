@@ -34,7 +34,8 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageCms
 
 from app.domain.rejections import Rejected, RejectionCode
-from workers.stages.structure import check_structure, webp_size
+from workers.stages import webp
+from workers.stages.structure import check_structure
 
 # Depth maps and auxiliary images (portrait mattes) are never used: do not even parse them.
 pillow_heif.register_heif_opener(depth_images=False, aux_images=False)
@@ -72,10 +73,10 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 # Memory a full decode takes per pixel, measured on 50 MP RGBA files (bench/hostile.py): Pillow holds PNG
-# pixels in 4 bytes; libwebp's animation decoder keeps two canvases and Pillow copies the frame (~18 bytes of address space);
-# libheif holds YCbCr planes and alpha beside the RGBA it converts to (~7 bytes). JPEG is decoded at a
-# reduced scale (`draft`), so its full size says little: it is left to the OS limit.
-DECODE_BYTES_PER_PIXEL: dict[str, int] = {"PNG": 4, "WEBP": 18, "HEIF": 7}
+# pixels in 4 bytes; libheif holds YCbCr planes and alpha beside the RGBA it converts to (~7 bytes). JPEG is
+# decoded at a reduced scale (`draft`) and WebP by libwebp's scaling decoder (`webp.py`), so their full
+# size says little: they are left to the OS limit.
+DECODE_BYTES_PER_PIXEL: dict[str, int] = {"PNG": 4, "HEIF": 7}
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,13 @@ def write_image(source: Path, mime: str, rules: ImageRules, output: Path) -> dic
 
 def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Image.Image, int, bytes | None]:
     """The image at output size (not yet oriented or colour-managed), its EXIF orientation and ICC profile."""
-    if decoder == "WEBP" and (size := webp_size(source)) is not None:  # Pillow decodes WebP at open
-        _check_pixels(size, rules.max_pixels)
-        _check_decode_memory(size, decoder, rules.memory_bytes)
+    if decoder == "WEBP":  # never through Pillow, which decodes the whole canvas at open (see webp.py)
+        header = webp.read_header(source)
+        _check_pixels((header.width, header.height), rules.max_pixels)
+        _check_memory((header.width, header.height), "WEBP", header.decode_bytes, rules.memory_bytes)
+        target = _fit((header.width, header.height), rules.max_edge)
+        decoded, orientation, icc = webp.decode_scaled(source, header, target)
+        return _resample(decoded, target), orientation, icc
     with source.open("rb") as fp, _open(fp, decoder, rules.max_pixels) as img:
         _check_decode_memory(img.size, decoder, rules.memory_bytes)
         target = _fit(img.size, rules.max_edge)
@@ -181,7 +186,10 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
 
 
 def _check_decode_memory(size: tuple[int, int], decoder: str, budget: int | None) -> None:
-    needed = size[0] * size[1] * DECODE_BYTES_PER_PIXEL.get(decoder, 0)
+    _check_memory(size, decoder, size[0] * size[1] * DECODE_BYTES_PER_PIXEL.get(decoder, 0), budget)
+
+
+def _check_memory(size: tuple[int, int], decoder: str, needed: int, budget: int | None) -> None:
     if budget is not None and needed > budget:
         raise Rejected(
             RejectionCode.TOO_LARGE_TO_PROCESS,
