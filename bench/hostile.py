@@ -56,6 +56,10 @@ def _files() -> dict[str, tuple[str, Callable[[], bytes]]]:
             "image/webp",
             lambda: images.rgba_image(7071, 7071, "WEBP", lossless=True),
         ),
+        "lossy RGBA WebP 7071x7071": (
+            "image/webp",
+            lambda: images.rgba_image(7071, 7071, "WEBP", quality=80),
+        ),
         "12 MP photo JPEG": ("image/jpeg", lambda: images.jpeg(4000, 3000)),
     }
 
