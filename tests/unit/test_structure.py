@@ -11,7 +11,8 @@ from PIL import Image
 
 from app.domain.rejections import Rejected, RejectionCode
 from tests import images
-from workers.stages.structure import MAX_JPEG_SCANS, check_structure, webp_size
+from workers.stages import webp
+from workers.stages.structure import MAX_JPEG_SCANS, check_structure
 
 
 def _file(tmp_path: Path, data: bytes) -> Path:
@@ -70,10 +71,27 @@ def test_bombs_are_refused_well_under_a_second(tmp_path: Path, data: bytes, mime
 
 
 @pytest.mark.parametrize(
-    "options", [{"lossless": True}, {"quality": 80}, {"lossless": True, "save_all": True}]
+    ("options", "lossless"),
+    [
+        ({"lossless": True}, True),
+        ({"quality": 80}, False),
+        ({"lossless": True, "save_all": True}, True),
+        ({"quality": 80, "save_all": True}, False),
+    ],
 )
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
-def test_webp_size_is_read_from_every_kind_of_header(tmp_path: Path, options: dict, mode: str):
+def test_the_webp_header_gives_size_and_coding_of_every_kind(
+    tmp_path: Path, options: dict, lossless: bool, mode: str
+):
     out = io.BytesIO()
-    Image.new(mode, (333, 222)).save(out, "WEBP", **options)
-    assert webp_size(_file(tmp_path, out.getvalue())) == (333, 222)
+    Image.new(mode, (333, 222), (10, 20, 30, 40)[: len(mode)]).save(out, "WEBP", **options)
+    header = webp.read_header(_file(tmp_path, out.getvalue()))
+    assert (header.width, header.height, header.lossless) == (333, 222, lossless)
+    if not lossless:  # lossy alpha lives in its own ALPH chunk; lossless carries it in the pixels
+        assert header.alpha is (mode == "RGBA")
+
+
+def test_a_webp_without_image_data_is_corrupt(tmp_path: Path):
+    with pytest.raises(Rejected) as refused:
+        webp.read_header(_file(tmp_path, b"RIFF\x20\x00\x00\x00WEBPJUNK" + b"\x00" * 40))
+    assert refused.value.code is RejectionCode.CORRUPT

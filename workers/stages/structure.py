@@ -95,25 +95,3 @@ def _check_png(data: mmap.mmap) -> None:
         if kind == b"IEND":
             return
         pos += 12 + length
-
-
-def webp_size(path: Path) -> tuple[int, int] | None:
-    """A WebP's canvas size from its first chunk, or None if the header is not one we know.
-
-    Needed before Pillow opens the file: its WebP plugin creates libwebp's animation decoder, which
-    allocates the whole canvas, at open time.
-    """
-    with path.open("rb") as fp:
-        head = fp.read(30)
-    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return None
-    chunk = head[12:16]
-    if chunk == b"VP8X":  # extended (alpha, animation): 24-bit canvas width-1 and height-1
-        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
-    if chunk == b"VP8L":  # lossless: 14-bit width-1 and height-1 after the 0x2f signature byte
-        bits = int.from_bytes(head[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 ":  # lossy: 14-bit width and height (2 scale bits above) after the start code
-        width, height = struct.unpack_from("<HH", head, 26)
-        return width & 0x3FFF, height & 0x3FFF
-    return None
