@@ -42,8 +42,9 @@ DEAD_JOB_STATUSES = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.S
 
 # The worker heartbeats a running job every JOB_HEARTBEAT_SECONDS; RQ lets the entry in the started-job
 # registry expire 60 s after the last beat. So a job whose worker was killed is known dead at most
-# JOB_HEARTBEAT_SECONDS + 60 s after the kill, and `recover_jobs`, every RECOVER_EVERY_SECONDS, hands it back:
-# 5 + 60 + 20 = 85 s, plus the first retry delay (10 s) — re-run within 2 minutes of the kill.
+# JOB_HEARTBEAT_SECONDS + 60 s after the kill; `recover_jobs`, every RECOVER_EVERY_SECONDS, hands it back to
+# RQ (a retry due after the first retry delay, 10 s) and its next run enqueues the retry: 5 + 60 + 20 + 20 =
+# 105 s from the kill to the job queued again, within 2 minutes (asserted in tests/integration/test_recovery).
 JOB_HEARTBEAT_SECONDS = 5
 RQ_HEARTBEAT_GRACE_SECONDS = 60
 RECOVER_EVERY_SECONDS = 20
