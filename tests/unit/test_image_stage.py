@@ -430,3 +430,27 @@ def test_the_worst_admitted_rgba_images_stay_under_300_mb(tmp_path: Path) -> Non
         )
         assert run.returncode == 0, run.stderr
         assert int(run.stdout) <= 300, f"{path.name}: peak RSS {run.stdout.strip()} MB"
+
+
+def test_a_worker_that_already_used_libvips_still_decodes_webp_in_its_children(tmp_path: Path) -> None:
+    """libvips is not fork-safe: a child of a process that used it must not hang (it falls back to
+    Pillow). In a fresh interpreter, so this test process's own imports do not matter."""
+    path = save(tmp_path / "small.webp", noisy((320, 240)), "WEBP", quality=80)
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from workers.sandbox import ProcessLimits, run_limited
+        from workers.stages.image import ImageRules, process_image, write_image
+
+        source, output = Path(sys.argv[1]), Path(sys.argv[1]).with_name("out.jpg")
+        process_image(source, "image/webp")  # libvips loaded and used here, in the parent
+        limits = ProcessLimits(cpu_seconds=10, memory_bytes=256 << 20, wall_seconds=30)
+        print(run_limited(write_image, source, "image/webp", ImageRules(), output, limits=limits))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True, timeout=90
+    )
+    assert run.returncode == 0, run.stderr
+    assert "'width': 320" in run.stdout and "'height': 240" in run.stdout

@@ -73,10 +73,10 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 # Memory a full decode takes per pixel, measured on 50 MP RGBA files (bench/hostile.py): Pillow holds PNG
-# pixels in 4 bytes; libheif holds YCbCr planes and alpha beside the RGBA it converts to (~7 bytes). JPEG is
-# decoded at a reduced scale (`draft`) and WebP by libwebp's scaling decoder (`webp.py`), so their full
-# size says little: they are left to the OS limit.
-DECODE_BYTES_PER_PIXEL: dict[str, int] = {"PNG": 4, "HEIF": 7}
+# pixels in 4 bytes; libheif holds YCbCr planes and alpha beside the RGBA it converts to (~7 bytes);
+# Pillow's WebP plugin (only the fallback, see webp.py) keeps libwebp's two canvases and a copy (~18 bytes).
+# JPEG is decoded at a reduced scale (`draft`), so its full size says little: it is left to the OS limit.
+DECODE_BYTES_PER_PIXEL: dict[str, int] = {"PNG": 4, "HEIF": 7, "WEBP": 18}
 
 
 @dataclass(frozen=True)
@@ -143,13 +143,16 @@ def write_image(source: Path, mime: str, rules: ImageRules, output: Path) -> dic
 
 def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Image.Image, int, bytes | None]:
     """The image at output size (not yet oriented or colour-managed), its EXIF orientation and ICC profile."""
-    if decoder == "WEBP":  # never through Pillow, which decodes the whole canvas at open (see webp.py)
+    if decoder == "WEBP":  # checked before Pillow opens it: Pillow decodes the whole canvas at open
         header = webp.read_header(source)
-        _check_pixels((header.width, header.height), rules.max_pixels)
-        _check_memory((header.width, header.height), "WEBP", header.decode_bytes, rules.memory_bytes)
-        target = _fit((header.width, header.height), rules.max_edge)
-        decoded, orientation, icc = webp.decode_scaled(source, header, target)
-        return _resample(decoded, target), orientation, icc
+        canvas = (header.width, header.height)
+        _check_pixels(canvas, rules.max_pixels)
+        if webp.scaled_decoder_usable():  # libwebp's scaling decoder (webp.py); else Pillow's, below
+            _check_memory(canvas, decoder, header.decode_bytes, rules.memory_bytes)
+            target = _fit(canvas, rules.max_edge)
+            decoded, orientation, icc = webp.decode_scaled(source, header, target)
+            return _resample(decoded, target), orientation, icc
+        _check_decode_memory(canvas, decoder, rules.memory_bytes)
     with source.open("rb") as fp, _open(fp, decoder, rules.max_pixels) as img:
         _check_decode_memory(img.size, decoder, rules.memory_bytes)
         target = _fit(img.size, rules.max_edge)

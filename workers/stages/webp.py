@@ -11,11 +11,17 @@ Lossy data with an alpha plane keeps that plane (1 byte per pixel) and its lossl
 Only the WebP loader is ever called (never `new_from_file`, which sniffs and would try libvips' other
 loaders). pyvips is imported on first use: the worker's parent process never loads libvips, so the forked
 child that decodes (`workers.sandbox`) starts with no libvips threads or state inherited across the fork.
+libvips is not fork-safe: a child of a process that already loaded it waits forever for thread-pool threads
+that were not copied (measured: the 45 s deadline, then a false `too_complex`). So a process that inherited
+pyvips (a test run, a bench) is told `scaled_decoder_usable() is False` and the image stage falls back to
+Pillow's WebP decoder, under its own (much larger) memory model.
 """
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,12 +111,23 @@ def decode_scaled(
     return Image.frombytes(mode, (image.width, image.height), pixels), int(orientation), icc
 
 
+_loaded_in: int | None = None  # the process that imported pyvips through `_pyvips`
+
+
+def scaled_decoder_usable() -> bool:
+    """False in a process that inherited libvips across a fork (see the module docstring)."""
+    return "pyvips" not in sys.modules or _loaded_in == os.getpid()
+
+
 def _field(image: Any, name: str) -> Any:
     return image.get(name) if image.get_typeof(name) != 0 else None
 
 
 def _pyvips() -> Any:
+    global _loaded_in
     import pyvips  # on first use, in the decoding child: see the module docstring
+
+    _loaded_in = _loaded_in or os.getpid()
 
     pyvips.cache_set_max(0)  # one decode per process: a cache would only hold memory
     pyvips.concurrency_set(1)  # the child has one job; helper threads would only add stacks to the budget
