@@ -240,13 +240,14 @@ def _recover_jobs(services: Services, report: SweepReport, at: float | None = No
             return True
         # RQ's handling: failure callbacks, then a retry (scheduled) if retries are left, else `failed`.
         started.cleanup(at)
-        for job in Job.fetch_many(
-            scheduled.get_jobs_to_schedule(int(time.time())), connection=services.redis
-        ):
-            if job is None:
+        due = scheduled.get_jobs_to_schedule(int(time.time()))
+        for job_id, job in zip(due, Job.fetch_many(due, connection=services.redis), strict=True):
+            # Taken off the registry first, and enqueued only by whoever took it: a worker's scheduler thread
+            # (or a second sweep) moving the same retry at the same moment does not queue it twice. An id
+            # whose job expired is just dropped.
+            if not services.redis.zrem(scheduled.key, job_id) or job is None:
                 continue
             queue.enqueue_job(job)
-            scheduled.remove(job)
             report.act(stage, "retry_enqueued", _upload_of(job.id), "", job=job.id)
     except RedisError as error:
         report.act(stage, "queue_unavailable", None, "", error=str(error))
