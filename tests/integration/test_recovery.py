@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -346,3 +347,16 @@ def test_a_cut_database_connection_answers_503_and_the_retry_succeeds(
         assert client.request_ticket("avatar", "image/jpeg", 1000).status_code == 201
     finally:
         proxy.close()
+
+
+def test_due_retries_are_enqueued_once_without_any_worker_scheduler(private_services):
+    # As after a Redis blip that stopped every worker's scheduler thread: nothing but the sweep moves them.
+    own = private_services()
+    due = own.queue.enqueue_in(timedelta(seconds=0), "time.sleep", 0)
+    later = own.queue.enqueue_in(timedelta(hours=1), "time.sleep", 0)
+    first = lifecycle.recover_jobs(own).actions
+    second = lifecycle.recover_jobs(own).actions
+    assert [(a["outcome"], a["job"]) for a in first] == [("retry_enqueued", due.id)]
+    assert second == []
+    assert own.queue.get_job_ids() == [due.id]
+    assert own.queue.scheduled_job_registry.get_job_ids() == [later.id]
