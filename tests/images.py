@@ -49,11 +49,12 @@ def truncated_jpeg() -> bytes:
     return data[: len(data) // 2]
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
 def huge_png(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of the given size, a few KB on disk, built without ever holding its pixels."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     row = b"\x00" * (1 + (width + 7) // 8)
@@ -62,7 +63,10 @@ def huge_png(width: int, height: int) -> bytes:
     parts.append(compressor.compress(row * (height % 256)))
     parts.append(compressor.flush())
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -100,12 +104,9 @@ def comment_flood_jpeg(markers: int = 1_300_000) -> bytes:
 def chunk_flood_png(chunks: int = 437_000) -> bytes:
     """A small PNG with a flood of empty ancillary chunks before its image data."""
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     data = png_with_alpha(16, 16)
     ihdr_end = 8 + 25
-    return data[:ihdr_end] + chunk(b"teXt", b"") * chunks + data[ihdr_end:]
+    return data[:ihdr_end] + _png_chunk(b"teXt", b"") * chunks + data[ihdr_end:]
 
 
 def apng(width: int = 320, height: int = 240, frames: int = 3) -> bytes:
@@ -128,9 +129,6 @@ def animated_webp(width: int = 320, height: int = 240, frames: int = 3) -> bytes
 def rgba16_png(width: int, height: int) -> bytes:
     """A flat half-transparent red 16-bit RGBA PNG, built without holding its pixels (a few hundred KB)."""
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
     header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
     row = b"\x00" + struct.pack(">HHHH", 52000, 10000, 10000, 32768) * width  # half-transparent red
     compressor = zlib.compressobj(9)
@@ -138,7 +136,10 @@ def rgba16_png(width: int, height: int) -> bytes:
     parts.append(compressor.compress(row * (height % 64)))
     parts.append(compressor.flush())
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
     )
 
 
