@@ -60,8 +60,10 @@ def private_queues(services) -> Iterator[Callable[[], Queue]]:
     yield make
     for queue in made:
         for registry in (queue.failed_job_registry, queue.finished_job_registry, queue.started_job_registry):
-            for job_id in registry.get_job_ids():
-                registry.remove(job_id, delete_job=services.redis.exists(f"rq:job:{job_id}") == 1)
+            # StartedJobRegistry has no `remove` (its entries are executions): drop jobs and keys directly.
+            for job_id in registry.get_job_ids(cleanup=False):
+                services.redis.delete(f"rq:job:{job_id}")
+            services.redis.delete(registry.key)
         queue.delete(delete_jobs=True)
 
 
@@ -169,8 +171,8 @@ def test_retry_all_then_purge_with_confirmation(private_queues, services, broker
 def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, services, settings, broker):
     private_queue, running = private_queues(), private_queues()
     waiting = [private_queue.enqueue("time.sleep", 0) for _ in range(2)]
-    # Long enough to still be running while two `broker queues` processes start on a loaded CI machine.
-    job = running.enqueue("time.sleep", 8, job_timeout=30)
+    # Runs until the test stops the worker (cold shutdown below): still running whatever the machine's load.
+    job = running.enqueue("time.sleep", 120, job_timeout=180)
     worker = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--without-scheduler"],
         env=settings_env(settings, BROKER_QUEUE_NAME=running.name),
@@ -179,9 +181,10 @@ def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, servi
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while job.get_status() != "started" and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert job.get_status() == "started", "the worker did not start the job"
 
         report = ok_json(broker("queues", "--queue", private_queue.name, "--queue", running.name, "--json"))
         table = broker("queues", "--queue", private_queue.name, "--queue", running.name)
@@ -196,9 +199,9 @@ def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, servi
         assert table.returncode == 0, table.stderr
         assert busy["name"] in table.stdout and job.id in table.stdout
     finally:
-        deadline = time.monotonic() + 20
-        while job.get_status() == "started" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # A second SIGTERM is RQ's cold shutdown: the busy work horse is killed and the worker unregisters.
         worker.terminate()
-        worker.wait(15)
+        time.sleep(1)
+        worker.terminate()
+        worker.wait(30)
     assert not [w for w in Worker.all(connection=services.redis) if running.name in w.queue_names()]
