@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +11,10 @@ import jwt
 from app.config import Settings
 
 LEEWAY_SECONDS = 30  # clock skew between the app server that mints tokens and us
+MAX_LIFETIME = timedelta(days=30)  # an `exp` further out is a forged or broken token (e.g. exp = 2**70)
+# `sub` must be the canonical form (lower-case, dashed): braced, `urn:uuid:` and dash-less spellings are refused,
+# not normalised, so one user has exactly one spelling everywhere (keys, grants, logs).
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class AuthError(Exception):
@@ -29,25 +33,30 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self._secret = settings.jwt_secret
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url) if settings.jwt_jwks_url else None
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
 
     def principal(self, authorization: str | None) -> Principal:
         """The caller behind an `Authorization: Bearer <jwt>` header; raises `AuthError` otherwise."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError("missing bearer token")
+        required = ["exp", "sub"] + (["aud"] if self._audience else []) + (["iss"] if self._issuer else [])
         try:
             claims = jwt.decode(
                 token.strip(),
                 **self._key_for(token.strip()),
-                options={"require": ["exp", "sub"]},
+                options={"require": required},
+                audience=self._audience,
+                issuer=self._issuer,
                 leeway=LEEWAY_SECONDS,
             )
-        except jwt.PyJWTError as error:
+        except (jwt.PyJWTError, OverflowError, ValueError) as error:
             raise AuthError(f"invalid token: {error}") from None
-        try:
-            user_id = str(uuid.UUID(str(claims["sub"])))
-        except ValueError:
-            raise AuthError("token subject is not a user id") from None
+        _check_times(claims)
+        user_id = claims["sub"]
+        if not isinstance(user_id, str) or not CANONICAL_UUID.fullmatch(user_id):
+            raise AuthError("token subject is not a user id (a lower-case, dashed UUID)")
         roles = claims.get("roles") or []
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise AuthError("token roles must be a list of strings")
@@ -59,6 +68,16 @@ class TokenVerifier:
         if not self._secret:
             raise AuthError("token verification is not configured")
         return {"key": self._secret, "algorithms": ["HS256"]}
+
+
+def _check_times(claims: dict[str, object]) -> None:
+    """PyJWT checks that `exp` has not passed and `iat` is a number; it does not bound either."""
+    now = datetime.now(UTC).timestamp()
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, int | float) or exp > now + MAX_LIFETIME.total_seconds() + LEEWAY_SECONDS:
+        raise AuthError("invalid token: exp is too far in the future")
+    if iat is not None and (not isinstance(iat, int | float) or iat > now + LEEWAY_SECONDS):
+        raise AuthError("invalid token: iat is in the future")
 
 
 def mint_token(

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from app.access import Relation, grant, grants_given, grants_received, revoke
 from app.api.context import current_principal, services
+from app.api.edge import json_body
 from app.api.errors import ApiError
 from app.models import Grant
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
@@ -24,7 +25,7 @@ def _wire(row: Grant) -> GrantResponse:
 @bp.post("")
 def create_grant() -> tuple[Response, int]:
     owner = current_principal()
-    body = CreateGrantRequest.model_validate(request.get_json(silent=True) or {})
+    body = CreateGrantRequest.model_validate(json_body())
     viewer_id = str(body.viewer_id)
     if viewer_id == owner.user_id:
         raise ApiError(422, "invalid_request", "you always see your own media")

@@ -7,10 +7,11 @@ import binascii
 from datetime import datetime
 from uuid import UUID
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from app.access import may_view, media_link, visible_visibilities
 from app.api.context import current_principal, services
+from app.api.edge import query_value
 from app.api.errors import ApiError, not_found
 from app.models import Upload
 from app.removal import Removal, remove_upload
@@ -37,7 +38,7 @@ def _wire(upload: Upload) -> MediaResponse:
     )
 
 
-@bp.get("/<upload_id>")
+@bp.get("/<id:upload_id>")
 def get_media(upload_id: str) -> Response:
     viewer = current_principal()
     with services().db.session() as session:
@@ -51,10 +52,10 @@ def get_media(upload_id: str) -> Response:
 def list_media() -> Response:
     """The caller's media (or, with `owner=`, what the caller may see of another user's), newest first."""
     viewer = current_principal()
-    owner_id = _user_id(request.args.get("owner") or viewer.user_id)
-    kind = request.args.get("kind") or None
-    limit = _page_size(request.args.get("limit"))
-    before = _decode_cursor(request.args.get("cursor"))
+    owner_id = _user_id(query_value("owner") or viewer.user_id)
+    kind = query_value("kind") or None
+    limit = _page_size(query_value("limit"))
+    before = _decode_cursor(query_value("cursor"))
     with services().db.session() as session:
         visibilities = visible_visibilities(session, owner_id, viewer)
         rows = list_ready_media(session, owner_id, frozenset(visibilities), kind, before, limit + 1)
@@ -64,7 +65,7 @@ def list_media() -> Response:
     return jsonify(body.model_dump(mode="json", exclude_none=True))
 
 
-@bp.delete("/<upload_id>")
+@bp.delete("/<id:upload_id>")
 def delete_media(upload_id: str) -> tuple[str, int]:
     """Owner only; idempotent (deleting twice is 204 both times)."""
     owner = current_principal()

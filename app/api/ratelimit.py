@@ -13,11 +13,15 @@ from flask import Flask, Response
 from flask_limiter import Limiter, RateLimitExceeded
 
 from app.api.context import current_principal, services
-from app.api.errors import error_response
+from app.api.errors import ApiError, error_response
 
 
 def _user_key() -> str:
-    return f"user:{current_principal().user_id}"
+    # Runs before the view: a caller without a valid token must get the view's clean 401, not a traceback here.
+    try:
+        return f"user:{current_principal().user_id}"
+    except ApiError:
+        return "anonymous"
 
 
 limiter = Limiter(key_func=_user_key, headers_enabled=True, swallow_errors=True, default_limits=[])

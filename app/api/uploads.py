@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from app.api.context import current_principal, services
+from app.api.edge import json_body
 from app.api.errors import ApiError, not_found
 from app.api.ratelimit import limiter, ticket_rate_limit
 from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
@@ -34,7 +35,7 @@ REFUSAL_STATUS = {
 @limiter.limit(ticket_rate_limit)
 def create_upload() -> tuple[Response, int]:
     principal = current_principal()
-    body = CreateUploadRequest.model_validate(request.get_json(silent=True) or {})
+    body = CreateUploadRequest.model_validate(json_body())
     context = {k: v for k, v in body.context.model_dump().items() if v is not None}
     try:
         ticket = issue_ticket(
@@ -56,7 +57,7 @@ def create_upload() -> tuple[Response, int]:
     return jsonify(response.model_dump(mode="json")), 201
 
 
-@bp.get("/<upload_id>")
+@bp.get("/<id:upload_id>")
 def get_upload(upload_id: str) -> Response:
     principal = current_principal()
     with services().db.session() as session:

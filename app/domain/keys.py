@@ -6,11 +6,26 @@ kind table says. `<id>` is the upload's UUID, so keys never collide and never ca
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from app.domain.kinds import Visibility
 
 TEMP_PREFIX = "temp/"
+# Every variable segment of a key: what the context rules and the broker's own ids allow, nothing else (no "/",
+# no "..", no control characters). A value that slipped past the rules is refused here, never stored.
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SAFE_EXTENSION = re.compile(r"[a-z0-9]{1,8}")
+
+
+class UnsafeKeySegment(ValueError):
+    """A key segment the rules did not allow (a bug upstream: the ticket rules should have refused it)."""
+
+
+def _safe(value: str, pattern: re.Pattern[str] = _SAFE_SEGMENT) -> str:
+    if not pattern.fullmatch(value):
+        raise UnsafeKeySegment(f"unsafe key segment {value!r}")
+    return value
 
 
 def temp_key(upload_id: str) -> str:
@@ -34,20 +49,22 @@ def final_key(
     context: dict[str, str],
 ) -> str:
     """Where a promoted object lives, per kind."""
+    owner_id, upload_id = _safe(owner_id), _safe(upload_id)
+    extension = _safe(extension, _SAFE_EXTENSION)
     user = f"user_{owner_id}"
     match kind:
         case "avatar":
             path = f"{user}/profile/{upload_id}.{extension}"
         case "workout_photo" | "workout_video":
-            path = f"{user}/workouts/{context['workout_id']}/{upload_id}.{extension}"
+            path = f"{user}/workouts/{_safe(context['workout_id'])}/{upload_id}.{extension}"
         case "food_image":
             meal_day = date.fromisoformat(context["meal_date"]).strftime("%Y%m%d")
             path = f"{user}/nutrition/{meal_day}/{upload_id}.{extension}"
         case "exercise_demo":
-            path = f"exercises/{context['exercise_id']}/{upload_id}.{extension}"
+            path = f"exercises/{_safe(context['exercise_id'])}/{upload_id}.{extension}"
         case "document":
-            version = context.get("version", "1")
-            path = f"{user}/documents/{context['document_id']}/v{version}/{upload_id}.{extension}"
+            version = _safe(context.get("version", "1"))
+            path = f"{user}/documents/{_safe(context['document_id'])}/v{version}/{upload_id}.{extension}"
         case _:
             raise ValueError(f"unknown kind {kind!r}")
     return f"{visibility.value}/{path}"

@@ -15,7 +15,7 @@ from enum import StrEnum
 from app.domain.kinds import KINDS, MediaKind
 
 # Context values become parts of object keys, so they are restricted to key-safe characters.
-CONTEXT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONTEXT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always fullmatch: `$` would admit a final "\n"
 STAFF_ROLE = "staff"
 
 
@@ -83,7 +83,7 @@ def _context_for(kind: MediaKind, given: dict[str, str], today: date) -> dict[st
         if name not in context:
             raise TicketRefused(TicketRefusal.INVALID_REQUEST, f"{kind.name} needs context.{name}")
     for name, value in context.items():
-        if name != "meal_date" and not CONTEXT_ID.match(value):
+        if name != "meal_date" and not CONTEXT_ID.fullmatch(value):
             raise TicketRefused(
                 TicketRefusal.INVALID_REQUEST, f"context.{name} must be 1-64 letters, digits, '-' or '_'"
             )

@@ -1,0 +1,115 @@
+"""Refusals at the edge, before a route reads a body or touches the database.
+
+- Bodies: refused by `Content-Length` before reading (413 `request_too_large`) and, for chunked bodies without
+  one, by Werkzeug's streaming limit (`max_content_length`), so a 300 MB body is never held in memory. The cap is
+  `BROKER_MAX_REQUEST_BYTES` (64 KiB); the S3/SNS webhook gets `WEBHOOK_MAX_BYTES` because an SNS notification
+  may be up to 256 KB.
+- JSON: a body that is not a JSON object, or is nested absurdly deep, is 400 `invalid_json` (never a 500).
+- Ids in paths: anything but a UUID is 404 `not_found` from routing itself, so it never reaches a query.
+- Unknown methods (TRACE, …): 405 with `Allow` in the JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
+
+from app.api.errors import ApiError, error_response
+
+WEBHOOK_MAX_BYTES = 300 * 1024  # SNS messages are < 256 KB; room for the envelope's own fields
+WEBHOOK_ENDPOINT = "events.s3_event"
+MAX_JSON_DEPTH = 32  # our bodies nest 3 levels; 32 leaves room and keeps the parser far from recursion limits
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class IdConverter(BaseConverter):
+    """A canonical (lower-case, dashed) UUID; anything else does not route (404)."""
+
+    regex = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+    def to_python(self, value: str) -> str:
+        return value.lower()
+
+
+def body_cap(max_request_bytes: int) -> int:
+    return (
+        max(max_request_bytes, WEBHOOK_MAX_BYTES)
+        if request.endpoint == WEBHOOK_ENDPOINT
+        else max_request_bytes
+    )
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object, or 400 `invalid_json` (not JSON, not an object, too deep)."""
+    raw = request.get_data(cache=True)
+    try:
+        if _depth_exceeds(raw, MAX_JSON_DEPTH):
+            raise ValueError("nested too deep")
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise ApiError(400, "invalid_json", f"body is not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ApiError(400, "invalid_json", "body must be a JSON object")
+    return parsed
+
+
+def _depth_exceeds(raw: bytes, limit: int) -> bool:
+    """Bracket depth outside strings, counted without parsing (a deep document never reaches the parser)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def query_value(name: str) -> str | None:
+    """A query parameter; control characters (NUL included) are 422 before they reach a query."""
+    value = request.args.get(name)
+    if value is not None and _CONTROL.search(value):
+        raise ApiError(422, "invalid_request", f"{name} contains control characters")
+    return value
+
+
+def init_edge(app: Flask, max_request_bytes: int) -> None:
+    @app.before_request
+    def _cap_body() -> None:
+        cap = body_cap(max_request_bytes)
+        request.max_content_length = cap  # the streaming limit for chunked bodies
+        if request.content_length is not None and request.content_length > cap:
+            raise ApiError(413, "request_too_large", f"request body over {cap} bytes")
+        if request.content_length is None and request.environ.get("wsgi.input_terminated"):
+            # A chunked body: Werkzeug's limited stream returns the first `cap` bytes silently and raises only
+            # on the next read. Read it now (cached for the view) and probe once, so a longer body is a 413.
+            request.get_data(cache=True)
+            request.stream.read(1)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge) -> Response:
+        return error_response(413, "request_too_large", "request body too large")
+
+    @app.errorhandler(MethodNotAllowed)
+    def _method(error: MethodNotAllowed) -> Response:
+        allowed = ", ".join(sorted(error.valid_methods or []))
+        return error_response(405, "method_not_allowed", "method not allowed", {"Allow": allowed})
+
+    @app.errorhandler(RecursionError)
+    def _deep(error: RecursionError) -> Response:
+        return error_response(400, "invalid_json", "body nested too deep")
