@@ -1,0 +1,54 @@
+"""The API's error codes, each tied to its one HTTP status (one catalogue, as in STYLE.md's Supabase model).
+
+Codes are stable: clients and dashboards key on them. Content rejections of an upload (reported in its status,
+not as an HTTP error) are `app.domain.rejections.RejectionCode`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"
+    INVALID_SNS_MESSAGE = "invalid_sns_message"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN_KIND = "forbidden_kind"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UPLOAD_IN_PROGRESS = "upload_in_progress"
+    TOO_LARGE = "too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    REQUEST_TOO_LARGE = "request_too_large"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    INVALID_REQUEST = "invalid_request"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+
+    @property
+    def status(self) -> int:
+        return STATUS[self]
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_EVENT: 400,
+    ErrorCode.INVALID_SNS_MESSAGE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN_KIND: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UPLOAD_IN_PROGRESS: 409,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.QUOTA_EXCEEDED: 413,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_TYPE: 415,
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.QUEUE_UNAVAILABLE: 503,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+}
