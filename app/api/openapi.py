@@ -127,9 +127,37 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+# Query parameters as strict as the server reads them.
+QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "owner": {"type": "string", "format": "uuid"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+}
+
+
+# Statuses every route of a kind can answer, from the edge (app/api/edge.py) and the auth check, so no
+# operation forgets one: 401 on user routes, 404 for ids that are not UUIDs, 400/413 wherever a body is read.
+def _implied_statuses(op: Operation) -> dict[int, type[BaseModel] | None]:
+    implied: dict[int, type[BaseModel] | None] = {}
+    if op.auth:
+        implied[401] = ErrorResponse
+    if _path_parameters(op.path):
+        implied[404] = ErrorResponse
+    if op.body is not None or op.method == "post":
+        implied[400] = ErrorResponse
+        implied[413] = ErrorResponse
+    if op.query:
+        implied[422] = ErrorResponse
+    return implied
+
+
+def _operation_id(op: Operation) -> str:
+    words = [part.strip("{}") for part in op.path.split("/") if part and part != "v1"]
+    return "_".join([op.method, *words]).replace(".", "_").replace("-", "_")
+
+
 def _operation(op: Operation, ref_of: dict[type[BaseModel], Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = {"summary": op.summary, "responses": {}}
-    for status, model in op.responses.items():
+    spec: dict[str, Any] = {"operationId": _operation_id(op), "summary": op.summary, "responses": {}}
+    for status, model in sorted({**_implied_statuses(op), **op.responses}.items()):
         response: dict[str, Any] = {"description": HTTPStatus(status).phrase}
         if model is not None:
             response["content"] = {"application/json": {"schema": ref_of[model]}}
@@ -137,9 +165,17 @@ def _operation(op: Operation, ref_of: dict[type[BaseModel], Any]) -> dict[str, A
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[op.body]}}}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
         for name in _path_parameters(op.path)
-    ] + [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}} for name in op.query]
+    ] + [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": QUERY_SCHEMAS.get(name, {"type": "string"}),
+        }
+        for name in op.query
+    ]
     if parameters:
         spec["parameters"] = parameters
     spec["security"] = [{"bearer": []}] if op.auth else []

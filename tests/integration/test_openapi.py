@@ -25,3 +25,22 @@ def test_openapi_documents_every_route(api, services):
     )
     assert "kind" in spec["components"]["schemas"]["CreateUploadRequest"]["properties"]
     assert spec["components"]["schemas"]["ErrorResponse"]
+
+
+def test_every_operation_has_an_id_and_documents_the_edge_statuses(api) -> None:
+    document = requests.get(f"{api.url}/openapi.json", timeout=10).json()
+    ids = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            ids.append(operation["operationId"])
+            responses = operation["responses"]
+            if operation["security"]:
+                assert "401" in responses, (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+                assert all(
+                    p["schema"].get("format") == "uuid" for p in operation["parameters"] if p["in"] == "path"
+                )
+            if method == "post":
+                assert {"400", "413"} <= set(responses), (method, path)
+    assert len(ids) == len(set(ids))

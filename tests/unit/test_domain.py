@@ -7,11 +7,11 @@ from datetime import date
 
 import pytest
 
-from app.domain.keys import final_key, temp_key, upload_id_from_temp_key
+from app.domain.keys import UnsafeKeySegment, final_key, temp_key, upload_id_from_temp_key
 from app.domain.kinds import KINDS, Visibility
 from app.domain.states import UploadStatus as S
 from app.domain.states import can_move
-from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest, plan_ticket
+from app.domain.tickets import CONTEXT_ID, TicketRefusal, TicketRefused, TicketRequest, plan_ticket
 
 TODAY = date(2026, 11, 24)
 UID = "5b1f6c1e-8a7e-4d0a-9a57-1f0a3c5e9b11"
@@ -77,3 +77,20 @@ def test_state_machine_allows_the_upload_life_and_nothing_backwards():
     assert not can_move(S.UPLOADED, S.UPLOADED)  # the same event twice
     assert can_move(S.FAILED, S.PROCESSING)  # ops retry
     assert can_move(S.EXPIRED, S.UPLOADED)  # a late event still counts
+
+
+def test_the_key_layout_refuses_segments_the_rules_did_not_allow() -> None:
+    for context in (
+        {"workout_id": "w1\n"},
+        {"workout_id": "../x"},
+        {"workout_id": "a/b"},
+        {"workout_id": ""},
+    ):
+        with pytest.raises(UnsafeKeySegment):
+            final_key("workout_photo", Visibility.PRIVATE, "u1", UID, "jpg", context)
+    with pytest.raises(UnsafeKeySegment):
+        final_key("avatar", Visibility.PUBLIC, "u1/..", UID, "jpg", {})
+
+
+def test_context_ids_must_match_in_full() -> None:
+    assert CONTEXT_ID.fullmatch("w1") and not CONTEXT_ID.fullmatch("w1\n")
