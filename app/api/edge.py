@@ -20,6 +20,7 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from app.api.errors import ApiError, error_response
+from app.domain.errors import ErrorCode
 
 WEBHOOK_MAX_BYTES = 300 * 1024  # SNS messages are < 256 KB; room for the envelope's own fields
 WEBHOOK_ENDPOINT = "events.s3_event"
@@ -52,9 +53,9 @@ def json_body() -> dict[str, Any]:
             raise ValueError("nested too deep")
         parsed = json.loads(raw)
     except (ValueError, RecursionError) as error:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {error}") from None
+        raise _error(ErrorCode.INVALID_JSON, f"body is not valid JSON: {error}") from None
     if not isinstance(parsed, dict):
-        raise ApiError(400, "invalid_json", "body must be a JSON object")
+        raise _error(ErrorCode.INVALID_JSON, "body must be a JSON object")
     return parsed
 
 
@@ -84,8 +85,16 @@ def query_value(name: str) -> str | None:
     """A query parameter; control characters (NUL included) are 422 before they reach a query."""
     value = request.args.get(name)
     if value is not None and _CONTROL.search(value):
-        raise ApiError(422, "invalid_request", f"{name} contains control characters")
+        raise _error(ErrorCode.INVALID_REQUEST, f"{name} contains control characters")
     return value
+
+
+def _error(code: ErrorCode, message: str) -> ApiError:
+    return ApiError(code.status, code.value, message)
+
+
+def _response(code: ErrorCode, message: str, headers: dict[str, str] | None = None) -> Response:
+    return error_response(code.status, code.value, message, headers)
 
 
 def init_edge(app: Flask, max_request_bytes: int) -> None:
@@ -94,7 +103,7 @@ def init_edge(app: Flask, max_request_bytes: int) -> None:
         cap = body_cap(max_request_bytes)
         request.max_content_length = cap  # the streaming limit for chunked bodies
         if request.content_length is not None and request.content_length > cap:
-            raise ApiError(413, "request_too_large", f"request body over {cap} bytes")
+            raise _error(ErrorCode.REQUEST_TOO_LARGE, f"request body over {cap} bytes")
         if request.content_length is None and request.environ.get("wsgi.input_terminated"):
             # A chunked body: Werkzeug's limited stream returns the first `cap` bytes silently and raises only
             # on the next read. Read it now (cached for the view) and probe once, so a longer body is a 413.
@@ -103,13 +112,13 @@ def init_edge(app: Flask, max_request_bytes: int) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(error: RequestEntityTooLarge) -> Response:
-        return error_response(413, "request_too_large", "request body too large")
+        return _response(ErrorCode.REQUEST_TOO_LARGE, "request body too large")
 
     @app.errorhandler(MethodNotAllowed)
     def _method(error: MethodNotAllowed) -> Response:
         allowed = ", ".join(sorted(error.valid_methods or []))
-        return error_response(405, "method_not_allowed", "method not allowed", {"Allow": allowed})
+        return _response(ErrorCode.METHOD_NOT_ALLOWED, "method not allowed", {"Allow": allowed})
 
     @app.errorhandler(RecursionError)
     def _deep(error: RecursionError) -> Response:
-        return error_response(400, "invalid_json", "body nested too deep")
+        return _response(ErrorCode.INVALID_JSON, "body nested too deep")
