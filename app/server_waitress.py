@@ -28,6 +28,8 @@ from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer, create_server
 from waitress.task import ErrorTask
 
+from app.api.edge import WEBHOOK_MAX_BYTES
+
 log = logging.getLogger("upload_broker.server")
 THREADS = 4
 CHANNEL_TIMEOUT = 30  # seconds a connection may stay silent, mid-request or idle, before it is closed
@@ -38,7 +40,7 @@ MAX_HEADER_BYTES = 16_000
 STOP_GRACE_SECONDS = 15  # requests in flight get this long to finish after SIGTERM, then SIGKILL
 ERROR_CODES = {
     400: "bad_request",
-    413: "too_large",
+    413: "request_too_large",
     431: "request_header_fields_too_large",
     501: "not_implemented",
 }
@@ -121,7 +123,9 @@ def _serve(listener: socket.socket, threads: int) -> None:
         channel_timeout=CHANNEL_TIMEOUT,
         connection_limit=CONNECTION_LIMIT,
         max_request_header_size=MAX_HEADER_BYTES,
-        max_request_body_size=get_settings().max_request_bytes,
+        # waitress caps every route alike, so at the largest route cap (the webhook's, for SNS messages);
+        # the app refuses the other routes' bodies at their own, smaller cap (`app.api.edge`).
+        max_request_body_size=max(get_settings().max_request_bytes, WEBHOOK_MAX_BYTES),
         ident=None,
         clear_untrusted_proxy_headers=True,
     )

@@ -142,7 +142,7 @@ def test_waitress_logs_json_and_refuses_in_the_json_error_shape(serve):
     status, body = json_error(
         raw_request(served.url, b"POST /v1/events/s3 HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
     )
-    assert (status, body["error"]["code"]) == (413, "too_large")
+    assert (status, body["error"]["code"]) == (413, "request_too_large")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         access = [line for line in served.lines() if line.get("name") == "upload_broker.access"]
