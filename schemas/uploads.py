@@ -7,7 +7,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.domain.kinds import KINDS
+from app.domain.states import UploadStatus
 from schemas.errors import ErrorDetail
+
+KIND_SCHEMA = {"enum": sorted(KINDS)}
+STATUS_SCHEMA = {"enum": [status.value for status in UploadStatus]}
 
 
 class UploadContext(BaseModel):
@@ -22,7 +27,7 @@ class UploadContext(BaseModel):
 class CreateUploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(description="avatar, workout_photo, food_image, ...")
+    kind: str = Field(description="the media kind", json_schema_extra=KIND_SCHEMA)
     content_type: str
     size: int = Field(gt=0, description="bytes the client will upload; the ticket allows at most this many")
     filename: str | None = Field(default=None, max_length=255)
@@ -37,7 +42,7 @@ class PresignedPost(BaseModel):
 
 class TicketResponse(BaseModel):
     upload_id: str
-    status: str
+    status: str = Field(json_schema_extra=STATUS_SCHEMA)
     expires_at: datetime
     max_size: int
     upload: PresignedPost
@@ -53,8 +58,8 @@ class MediaInfo(BaseModel):
 
 class UploadStatusResponse(BaseModel):
     upload_id: str
-    kind: str
-    status: str
+    kind: str = Field(json_schema_extra=KIND_SCHEMA)
+    status: str = Field(json_schema_extra=STATUS_SCHEMA)
     created_at: datetime
     updated_at: datetime
     media: MediaInfo | None = None
@@ -63,7 +68,7 @@ class UploadStatusResponse(BaseModel):
 
 class MediaResponse(BaseModel):
     upload_id: str
-    kind: str
+    kind: str = Field(json_schema_extra=KIND_SCHEMA)
     content_type: str
     bytes: int
     width: int | None = None

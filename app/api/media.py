@@ -13,6 +13,7 @@ from app.access import may_view, media_link, visible_visibilities
 from app.api.context import current_principal, services
 from app.api.edge import query_value
 from app.api.errors import ApiError, not_found
+from app.domain.kinds import KINDS
 from app.models import Upload
 from app.removal import Removal, remove_upload
 from app.repository import get_upload, list_ready_media
@@ -54,6 +55,8 @@ def list_media() -> Response:
     viewer = current_principal()
     owner_id = _user_id(query_value("owner") or viewer.user_id)
     kind = query_value("kind") or None
+    if kind is not None and kind not in KINDS:
+        raise ApiError(422, "invalid_request", f"kind: not one of {', '.join(sorted(KINDS))}")
     limit = _page_size(query_value("limit"))
     before = _decode_cursor(query_value("cursor"))
     with services().db.session() as session:

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 from schemas.errors import ErrorResponse
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
 from schemas.uploads import (
+    KIND_SCHEMA,
     CreateUploadRequest,
     MediaPage,
     MediaResponse,
@@ -130,6 +131,7 @@ def openapi_document() -> dict[str, Any]:
 # Query parameters as strict as the server reads them.
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "owner": {"type": "string", "format": "uuid"},
+    "kind": {"type": "string", **KIND_SCHEMA},
     "limit": {"type": "integer", "minimum": 1, "maximum": 100},
 }
 
@@ -140,6 +142,7 @@ def _implied_statuses(op: Operation) -> dict[int, type[BaseModel] | None]:
     implied: dict[int, type[BaseModel] | None] = {}
     if op.auth:
         implied[401] = ErrorResponse
+        implied[503] = ErrorResponse  # every user route reads the database: unavailable → 503, Retry-After
     if _path_parameters(op.path):
         implied[404] = ErrorResponse
     if op.body is not None or op.method == "post":
