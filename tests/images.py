@@ -56,11 +56,16 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 def huge_png(width: int, height: int) -> bytes:
     """A valid 1-bit PNG of the given size, a few KB on disk, built without ever holding its pixels."""
 
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" * (1 + (width + 7) // 8)
+    return _uniform_png(width, height, bit_depth=1, colour_type=0, row=b"\x00" * ((width + 7) // 8))
+
+
+def _uniform_png(width: int, height: int, bit_depth: int, colour_type: int, row: bytes) -> bytes:
+    """A PNG whose every row is `row` (filter 0), compressed a band at a time: tiny, and never in memory."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    band = max(1, (1 << 20) // (len(row) + 1))
     compressor = zlib.compressobj(9)
-    parts = [compressor.compress(row * 256) for _ in range(height // 256)]
-    parts.append(compressor.compress(row * (height % 256)))
+    parts = [compressor.compress((b"\x00" + row) * band) for _ in range(height // band)]
+    parts.append(compressor.compress((b"\x00" + row) * (height % band)))
     parts.append(compressor.flush())
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -129,18 +134,8 @@ def animated_webp(width: int = 320, height: int = 240, frames: int = 3) -> bytes
 def rgba16_png(width: int, height: int) -> bytes:
     """A flat half-transparent red 16-bit RGBA PNG, built without holding its pixels (a few hundred KB)."""
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
-    row = b"\x00" + struct.pack(">HHHH", 52000, 10000, 10000, 32768) * width  # half-transparent red
-    compressor = zlib.compressobj(9)
-    parts = [compressor.compress(row * 64) for _ in range(height // 64)]
-    parts.append(compressor.compress(row * (height % 64)))
-    parts.append(compressor.flush())
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", b"".join(parts))
-        + _png_chunk(b"IEND", b"")
-    )
+    red = struct.pack(">HHHH", 52000, 10000, 10000, 32768)  # half-transparent
+    return _uniform_png(width, height, bit_depth=16, colour_type=6, row=red * width)
 
 
 def rgba_image(width: int, height: int, fmt: str, **options: object) -> bytes:
