@@ -74,7 +74,7 @@ def worker(burst: bool, with_scheduler: bool) -> None:
     from rq import Worker
 
     from app.services import Services
-    from workers.jobs import use_services
+    from workers.context import use_services
     from workers.lifecycle import JOB_HEARTBEAT_SECONDS
 
     configure_logging()

@@ -31,7 +31,7 @@ from app.devstack.redis_server import redis_answers, start_redis
 from app.migrate import upgrade
 from app.services import Services
 from tests.support import BrokerClient, ServedApp
-from workers import jobs
+from workers import context
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MACHINE_REDIS = "redis://127.0.0.1:6379/13"  # a database of its own; each session also has its own queue
@@ -141,9 +141,9 @@ def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Sett
 @pytest.fixture(scope="session")
 def services(settings: Settings) -> Iterator[Services]:
     services = Services(settings)
-    jobs.use_services(services)
+    context.use_services(services)
     yield services
-    jobs.use_services(None)
+    context.use_services(None)
     services.queue.delete(delete_jobs=True)
     services.db.dispose()
 

@@ -29,6 +29,7 @@ from app.domain.states import UploadStatus
 from app.models import Upload
 from app.repository import get_upload
 from app.services import Services
+from workers.context import current_services
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ def mark_ai_processed(job: Job, connection: Redis, result: Any, *args: Any, **kw
     Only a `ready` upload is marked (one deleted meanwhile stays as it is). If this raises, RQ records the
     hook job as failed, so a retry marks it later.
     """
-    from workers.jobs import current_services  # workers.jobs → pipeline → hooks: import at call time
-
     upload_id = str(job.args[0])
     with current_services().db.session() as session:
         session.execute(

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 from rq import get_current_job
 
-from app.config import get_settings
-from app.services import Services
 from workers import pipeline
-
-_services: Services | None = None
-
-
-def use_services(services: Services | None) -> None:
-    """Run jobs in this process against these services (the worker command and tests set them)."""
-    global _services
-    _services = services
-
-
-def current_services() -> Services:
-    global _services
-    if _services is None:
-        _services = Services(get_settings())
-    return _services
+from workers.context import current_services
 
 
 def process_upload(upload_id: str) -> str:

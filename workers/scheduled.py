@@ -25,7 +25,7 @@ from app.config import Settings
 from app.queueing import redis_connection
 from app.services import Services
 from workers import lifecycle
-from workers.jobs import current_services
+from workers.context import current_services
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from app.repository import advance, get_upload
 from app.services import Services
 from tests import images
 from tests.support import REPO, BrokerClient, ServedApp, settings_env
-from workers import jobs, lifecycle
+from workers import context, lifecycle
 from workers.hooks import food_recognition_job_id
 
 S = UploadStatus
@@ -77,11 +77,11 @@ class Stack:
 
     def drain(self) -> None:
         """Run every job of this stack's queue with a real RQ worker, against this stack's services."""
-        jobs.use_services(self.services)
+        context.use_services(self.services)
         try:
             SimpleWorker([self.queue], connection=self.services.redis).work(burst=True, with_scheduler=False)
         finally:
-            jobs.use_services(self.session_services)
+            context.use_services(self.session_services)
 
     def record(self, upload_id: str) -> Upload:
         with self.services.db.session() as session:

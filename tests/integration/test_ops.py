@@ -22,7 +22,7 @@ from app.queueing import processing_job_id
 from app.services import Services
 from tests import images
 from tests.support import REPO, settings_env
-from workers import jobs
+from workers import context
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def run_until_failed(services: Services, worker_services: Services, job_id: str,
     """Work the upload queue with `worker_services` (scheduler included, so delayed retries come due)
     until `job_id` has exhausted its retries."""
     failed = FailedJobRegistry(queue=services.queue)
-    jobs.use_services(worker_services)
+    context.use_services(worker_services)
     try:
         deadline = time.monotonic() + 25
         while job_id not in failed and time.monotonic() < deadline:
@@ -80,7 +80,7 @@ def run_until_failed(services: Services, worker_services: Services, job_id: str,
                 on_wait()
                 time.sleep(0.2)
     finally:
-        jobs.use_services(services)
+        context.use_services(services)
     assert job_id in failed
 
 

@@ -14,7 +14,7 @@ from rq import SimpleWorker
 from app.services import Services
 from tests import images
 from tests.support import BrokerClient
-from workers import jobs
+from workers import context
 
 
 @pytest.fixture
@@ -25,11 +25,11 @@ def drain_with(services: Services, settings):
     def drain(**changes) -> None:
         custom = Services(settings.model_copy(update=changes))
         made.append(custom)
-        jobs.use_services(custom)
+        context.use_services(custom)
         try:
             SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=False)
         finally:
-            jobs.use_services(services)
+            context.use_services(services)
 
     yield drain
     for custom in made:

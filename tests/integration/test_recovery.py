@@ -33,7 +33,8 @@ from tests import images
 from tests.conftest import WEBHOOK_TOKEN, postgres_available
 from tests.support import REPO, BrokerClient, settings_env
 from workers import lifecycle, scheduled
-from workers.jobs import current_services, process_upload, use_services
+from workers.context import current_services, use_services
+from workers.jobs import process_upload
 
 RETRIES = (1, 1)
 HEARTBEAT_EXPIRED = lifecycle.JOB_HEARTBEAT_SECONDS + lifecycle.RQ_HEARTBEAT_GRACE_SECONDS + 1
