@@ -12,19 +12,19 @@ from app.devstack.processes import free_port
 from app.queueing import enqueue_processing, processing_job_id
 from app.services import Services
 from tests import images
-from workers import jobs
+from workers import context
 
 
 def work_with(services: Services, worker_services: Services, rounds: int = 1) -> None:
     """Run queued jobs with `worker_services`, letting delayed retries come due between rounds."""
-    jobs.use_services(worker_services)
+    context.use_services(worker_services)
     try:
         for round_ in range(rounds):
             if round_:
                 time.sleep(1.2)  # retry intervals in the test settings are 1 s
             SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
     finally:
-        jobs.use_services(services)
+        context.use_services(services)
 
 
 def test_store_outage_is_retried_then_failed_then_recovered_by_ops(alice, services, settings):
