@@ -48,7 +48,8 @@ def slow_first_attempt(upload_id: str) -> str:
     if job is not None and job.retries_left == len(RETRIES):
         with services.db.session() as session:
             advance(session, upload_id, UploadStatus.PROCESSING)
-        services.redis.set(f"recovery-test:hanging:{upload_id}", "1", ex=600)
+        # The work horse's pid: RQ puts the horse in a process group of its own, so the test kills it by pid.
+        services.redis.set(f"recovery-test:hanging:{upload_id}", os.getpid(), ex=600)
         time.sleep(300)
     return process_upload(upload_id)
 
@@ -140,7 +141,9 @@ def test_a_job_whose_worker_was_killed_is_re_run_once_by_the_recover_sweep(alice
     first = _worker(own.settings)
     try:
         _wait(lambda: own.redis.exists(f"recovery-test:hanging:{upload_id}"), "the first attempt to hang")
-        os.killpg(first.pid, signal.SIGKILL)  # worker and work horse, as the OOM killer would
+        horse = int(own.redis.get(f"recovery-test:hanging:{upload_id}"))
+        os.killpg(first.pid, signal.SIGKILL)  # the worker, and its work horse (its own process group)
+        os.kill(horse, signal.SIGKILL)
         first.wait(10)
     finally:
         _stop(first)
