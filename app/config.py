@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # worker's): `too_large_to_process` beyond, so the image stage stays under ~300 MB of RSS.
     image_cpu_seconds: int = Field(default=20, ge=1)
     image_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024)
+    # Video: remux + poster + 720p of a 10-minute 4K clip on one core stays well inside 30 min of CPU; FFmpeg's
+    # decoders and x264 get a budget for their frame buffers and thread stacks.
+    video_cpu_seconds: int = Field(default=1800, ge=1)
+    video_memory_bytes: int = Field(default=768 * 1024 * 1024, ge=64 * 1024 * 1024)
+    video_codecs: Annotated[tuple[str, ...], NoDecode] = ("h264", "hevc")
 
     # --- HTTP hardening -------------------------------------------------------------------------------------
     # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.
@@ -86,7 +91,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, data: dict[str, object]) -> dict[str, object]:
         """Comma-separated env values for the tuple settings."""
-        for name in ("sns_cert_hosts", "job_retry_intervals"):
+        for name in ("sns_cert_hosts", "job_retry_intervals", "video_codecs"):
             raw = data.get(name)
             if isinstance(raw, str):
                 data[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
