@@ -48,6 +48,8 @@ class MediaKind:
     visibility: Visibility
     required_context: tuple[str, ...] = ()
     staff_only: bool = False
+    # Videos longer than this are refused (`video_too_long`): a workout recording, not a film.
+    max_duration_seconds: int | None = None
     # Kinds whose processing is not built yet are refused at the ticket, so nothing waits forever.
     enabled: bool = True
 
@@ -57,15 +59,24 @@ KINDS: dict[str, MediaKind] = {
     for kind in (
         MediaKind("avatar", IMAGE_TYPES, 5 * MiB, Visibility.PUBLIC),
         MediaKind("workout_photo", IMAGE_TYPES, 15 * MiB, Visibility.PRIVATE, ("workout_id",)),
-        MediaKind("workout_video", VIDEO_TYPES, 1 * GiB, Visibility.PRIVATE, ("workout_id",), enabled=False),
+        MediaKind(
+            "workout_video",
+            VIDEO_TYPES,
+            1 * GiB,
+            Visibility.PRIVATE,
+            ("workout_id",),
+            max_duration_seconds=10 * 60,
+            enabled=False,
+        ),
         MediaKind("food_image", IMAGE_TYPES, 10 * MiB, Visibility.PUBLIC),
         MediaKind(
             "exercise_demo",
-            IMAGE_TYPES | frozenset({"video/mp4"}),
+            IMAGE_TYPES | VIDEO_TYPES,
             500 * MiB,
             Visibility.PUBLIC,
             ("exercise_id",),
             staff_only=True,
+            max_duration_seconds=5 * 60,
             enabled=False,
         ),
         MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",), enabled=False),
