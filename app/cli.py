@@ -62,16 +62,23 @@ def serve(
 
 
 @main.command()
-@click.option("--burst", is_flag=True, help="drain the queue, then exit")
+@click.option("--burst", is_flag=True, help="drain the queues, then exit")
+@click.option(
+    "--queue",
+    "queue_names",
+    multiple=True,
+    metavar="NAME",
+    help="listen to this queue (repeatable, in priority order); default: every processing queue",
+)
 @click.option(
     "--with-scheduler/--without-scheduler",
     default=True,
     show_default=True,
     help="also move delayed retries back onto the queue when due",
 )
-def worker(burst: bool, with_scheduler: bool) -> None:
-    """Run an RQ worker for the upload queue."""
-    from rq import Worker
+def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> None:
+    """Run an RQ worker for the processing queues (images, documents, videos)."""
+    from rq import Queue, Worker
 
     from app.services import Services
     from workers.context import use_services
@@ -85,9 +92,8 @@ def worker(burst: bool, with_scheduler: bool) -> None:
     use_services(services)
     # A short job heartbeat, so a job whose worker is killed is known abandoned within a minute and re-run by
     # the recover sweep (`workers.lifecycle.JOB_HEARTBEAT_SECONDS`).
-    rq_worker = Worker(
-        [services.queue], connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
-    )
+    queues = [Queue(name, connection=services.redis) for name in queue_names] or services.processing_queues
+    rq_worker = Worker(queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS)
     rq_worker.work(burst=burst, with_scheduler=with_scheduler)
 
 

@@ -19,7 +19,10 @@ class Settings(BaseSettings):
     env: str = "development"  # "production" turns missing secrets into start-up errors
     database_url: str = "sqlite:///var/broker.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    queue_name: str = "uploads"
+    # A queue per kind of processing, so photos stay fast while a 1 GiB video runs on its own workers.
+    queue_name: str = "uploads"  # images, and the follow-up jobs and sweeps
+    video_queue_name: str = "videos"
+    document_queue_name: str = "documents"
 
     s3_endpoint_url: str | None = None  # None = AWS itself
     s3_bucket: str = "upload-broker"
@@ -64,7 +67,10 @@ class Settings(BaseSettings):
 
     # Transient failures (S3, DB) are retried by RQ with these delays, then the upload is `failed`.
     job_retry_intervals: Annotated[tuple[int, ...], NoDecode] = (10, 60, 300)
-    job_timeout_seconds: int = 600
+    job_timeout_seconds: int = 600  # an image job
+    # Above the video attempt's own deadline (twice video_cpu_seconds, plus 5 s), plus fetch and promotion of 1 GiB.
+    video_job_timeout_seconds: int = 4800
+    document_job_timeout_seconds: int = 300
 
     # --- hard limits of one processing attempt (enforced by the OS; a breach is a rejection) -------------
     # A 12 MP photo takes ~0.15 s of CPU and ~20 MB; a 50 MP RGBA PNG, the worst the pixel limit admits for

@@ -15,9 +15,10 @@ from urllib.parse import unquote_plus
 from redis.exceptions import RedisError
 
 from app.domain.keys import upload_id_from_temp_key
+from app.domain.kinds import processing_for
 from app.domain.states import UploadStatus
 from app.queueing import enqueue_processing
-from app.repository import advance
+from app.repository import advance, get_upload
 from app.services import Services
 from schemas.events import S3EventRecord
 
@@ -62,7 +63,7 @@ def queue_upload(services: Services, upload_id: str, etag: str | None, context: 
         log.info("event duplicate or unknown upload", extra={**context, "outcome": Outcome.DUPLICATE.value})
         return Outcome.DUPLICATE
     try:
-        enqueue_processing(services.queue, services.settings, upload_id)
+        enqueue_upload(services, upload_id)
     except RedisError as error:
         with services.db.session() as session:
             advance(session, upload_id, UploadStatus.PENDING)
@@ -70,3 +71,14 @@ def queue_upload(services: Services, upload_id: str, etag: str | None, context: 
         raise QueueUnavailable(str(error)) from error
     log.info("upload queued", extra={**context, "outcome": Outcome.QUEUED.value})
     return Outcome.QUEUED
+
+
+def enqueue_upload(services: Services, upload_id: str) -> None:
+    """Queue the upload's processing job on the queue of its kind of processing (from the declared type,
+    which the ticket pinned); raises redis errors."""
+    with services.db.session() as session:
+        upload = get_upload(session, upload_id)
+        declared_type = upload.declared_type if upload else None
+    if declared_type is None:
+        return
+    enqueue_processing(services.redis, services.settings, upload_id, processing_for(declared_type))

@@ -22,6 +22,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.results import Result
 
+from app.queueing import processing_queues
 from app.services import Services
 
 # The job states whose sizes `broker queues` and the queue-depth gauge report.
@@ -86,13 +87,14 @@ class RetryOutcome:
 
 
 def queue_names(services: Services, only: Iterable[str] = ()) -> list[str]:
-    """`only` if given, else every queue RQ knows of in this Redis plus the upload queue (which may not
+    """`only` if given, else every queue RQ knows of in this Redis plus the processing queues (which may not
     exist yet on a fresh Redis, and should still be reported, empty)."""
     chosen = list(dict.fromkeys(only))
     if chosen:
         return chosen
     known = {queue.name for queue in Queue.all(connection=services.redis)}
-    return sorted(known | {services.settings.queue_name})
+    processing = {target.name for target in processing_queues(services.settings).values()}
+    return sorted(known | processing)
 
 
 def queue_depths(services: Services, only: Iterable[str] = ()) -> list[QueueDepths]:

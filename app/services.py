@@ -12,7 +12,7 @@ from app.auth import TokenVerifier
 from app.config import Settings
 from app.db import Database
 from app.events.sns import SnsTrust, SnsVerifier
-from app.queueing import redis_connection, upload_queue
+from app.queueing import processing_queues, redis_connection, upload_queue
 from app.storage import Storage
 
 
@@ -35,6 +35,13 @@ class Services:
     @cached_property
     def queue(self) -> Queue:
         return upload_queue(self.settings, self.redis)
+
+    @cached_property
+    def processing_queues(self) -> list[Queue]:
+        """Every processing queue, images first: the order a worker listening to all of them takes jobs."""
+        return [
+            Queue(target.name, connection=self.redis) for target in processing_queues(self.settings).values()
+        ]
 
     @cached_property
     def tokens(self) -> TokenVerifier:

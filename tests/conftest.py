@@ -123,7 +123,10 @@ def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Sett
     bucket = f"broker-test-{session_id}"
     create_bucket(local_s3, bucket)
     return Settings(
-        queue_name=f"uploads-{session_id}",  # concurrent test sessions never take each other's jobs
+        # Concurrent test sessions never take each other's jobs.
+        queue_name=f"uploads-{session_id}",
+        video_queue_name=f"videos-{session_id}",
+        document_queue_name=f"documents-{session_id}",
         redis_namespace=f"broker-test-{session_id}",  # nor count into each other's metrics
         database_url=stack_database_url,
         redis_url=redis_url,
@@ -144,7 +147,8 @@ def services(settings: Settings) -> Iterator[Services]:
     context.use_services(services)
     yield services
     context.use_services(None)
-    services.queue.delete(delete_jobs=True)
+    for queue in services.processing_queues:
+        queue.delete(delete_jobs=True)
     services.db.dispose()
 
 
@@ -193,7 +197,7 @@ def drain(services: Services):
     """Run every queued job to completion with a real RQ worker (in this process, burst mode)."""
 
     def run() -> None:
-        worker = SimpleWorker([services.queue], connection=services.redis)
+        worker = SimpleWorker(services.processing_queues, connection=services.redis)
         worker.work(burst=True, with_scheduler=False)
 
     return run

@@ -95,3 +95,12 @@ class BrokerClient:
                 return body
             time.sleep(0.05)
         raise AssertionError(f"upload {upload_id} stayed {body.get('status')!r}, wanted {sorted(wanted)}")
+
+
+def own_queues(prefix: str) -> dict[str, str]:
+    """Settings for a private set of processing queues (images, videos, documents) named after `prefix`."""
+    return {
+        "queue_name": f"{prefix}-uploads",
+        "video_queue_name": f"{prefix}-videos",
+        "document_queue_name": f"{prefix}-documents",
+    }

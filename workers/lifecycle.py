@@ -19,15 +19,16 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
 from app.domain.states import UploadStatus
-from app.intake import QueueUnavailable, queue_upload
+from app.intake import QueueUnavailable, enqueue_upload, queue_upload
 from app.models import Upload
-from app.queueing import enqueue_processing, processing_job_id
+from app.queueing import processing_job_id, processing_queues
 from app.repository import advance
 from app.services import Services
 from app.storage import TempObject
@@ -226,33 +227,36 @@ def recover_jobs(services: Services, dry_run: bool = False, at: float | None = N
 
 def _recover_jobs(services: Services, report: SweepReport, at: float | None = None) -> bool:
     """Returns False if Redis refused, so reconcile stops (the next run retries)."""
-    stage = "recover_jobs"
-    queue = services.queue
-    started = StartedJobRegistry(queue=queue)
-    scheduled = queue.scheduled_job_registry
     try:
-        abandoned = started.get_expired_job_ids(at)
-        for job_id in abandoned:
-            report.act(
-                stage, "would_recover" if report.dry_run else "recovered", _upload_of(job_id), "", job=job_id
-            )
-        if report.dry_run:
-            return True
-        # RQ's handling: failure callbacks, then a retry (scheduled) if retries are left, else `failed`.
-        started.cleanup(at)
-        due = scheduled.get_jobs_to_schedule(int(time.time()))
-        for job_id, job in zip(due, Job.fetch_many(due, connection=services.redis), strict=True):
-            # Taken off the registry first, and enqueued only by whoever took it: a worker's scheduler thread
-            # (or a second sweep) moving the same retry at the same moment does not queue it twice. An id
-            # whose job expired is just dropped.
-            if not services.redis.zrem(scheduled.key, job_id) or job is None:
-                continue
-            queue.enqueue_job(job)
-            report.act(stage, "retry_enqueued", _upload_of(job.id), "", job=job.id)
+        for target in processing_queues(services.settings).values():
+            _recover_queue(services, Queue(target.name, connection=services.redis), report, at)
     except RedisError as error:
-        report.act(stage, "queue_unavailable", None, "", error=str(error))
+        report.act("recover_jobs", "queue_unavailable", None, "", error=str(error))
         return False
     return True
+
+
+def _recover_queue(services: Services, queue: Queue, report: SweepReport, at: float | None) -> None:
+    stage = "recover_jobs"
+    started = StartedJobRegistry(queue=queue)
+    scheduled = queue.scheduled_job_registry
+    for job_id in started.get_expired_job_ids(at):
+        report.act(
+            stage, "would_recover" if report.dry_run else "recovered", _upload_of(job_id), "", job=job_id
+        )
+    if report.dry_run:
+        return
+    # RQ's handling: failure callbacks, then a retry (scheduled) if retries are left, else `failed`.
+    started.cleanup(at)
+    due = scheduled.get_jobs_to_schedule(int(time.time()))
+    for job_id, job in zip(due, Job.fetch_many(due, connection=services.redis), strict=True):
+        # Taken off the registry first, and enqueued only by whoever took it: a worker's scheduler thread
+        # (or a second sweep) moving the same retry at the same moment does not queue it twice. An id
+        # whose job expired is just dropped.
+        if not services.redis.zrem(scheduled.key, job_id) or job is None:
+            continue
+        queue.enqueue_job(job)
+        report.act(stage, "retry_enqueued", _upload_of(job.id), "", job=job.id)
 
 
 def _upload_of(job_id: str) -> str | None:
@@ -302,7 +306,7 @@ def _requeue_stuck(services: Services, report: SweepReport, stuck: datetime, los
                 # A fresh job, not the dead one's leftovers (status, failure entry) under the same id. If the
                 # upload finished meanwhile, the new job's claim fails and it does nothing.
                 job.delete()
-            enqueue_processing(services.queue, services.settings, upload_id)
+            enqueue_upload(services, upload_id)
         except RedisError as error:
             report.act(stage, "queue_unavailable", upload_id, key, error=str(error))
             return False

@@ -34,6 +34,7 @@ from app.cli import main as broker_main
 from app.cli_lifecycle import parse_duration
 from app.config import Settings
 from app.devstack.local_s3 import LocalS3, create_bucket
+from app.domain.kinds import Processing
 from app.domain.states import UploadStatus
 from app.intake import queue_upload
 from app.models import Upload
@@ -41,7 +42,7 @@ from app.queueing import enqueue_processing, processing_job_id
 from app.repository import advance, get_upload
 from app.services import Services
 from tests import images
-from tests.support import REPO, BrokerClient, ServedApp, settings_env
+from tests.support import REPO, BrokerClient, ServedApp, own_queues, settings_env
 from workers import context, lifecycle
 from workers.hooks import food_recognition_job_id
 
@@ -149,7 +150,7 @@ def make_stack(settings: Settings, services: Services, local_s3: LocalS3, databa
             update={
                 "s3_bucket": bucket,
                 "database_url": database_url,
-                "queue_name": f"lifecycle-{uuid.uuid4().hex[:8]}",
+                **own_queues(f"lifecycle-{uuid.uuid4().hex[:8]}"),
                 "sns_topic_arn": None,
                 "reconcile_after_seconds": 0,
                 "stuck_after_seconds": 0,
@@ -233,7 +234,7 @@ def test_stuck_uploads_without_a_live_job_are_requeued(stack: Stack):
     stack.move(jobless, S.UPLOADED)  # the event was seen, the job was lost (e.g. Redis restarted)
     abandoned = stored_upload(alice)
     stack.move(abandoned, S.UPLOADED, S.PROCESSING)
-    enqueue_processing(stack.queue, stack.settings, abandoned)
+    enqueue_processing(stack.services.redis, stack.settings, abandoned, Processing.IMAGE)
     dead = Job.fetch(processing_job_id(abandoned), connection=stack.services.redis)
     stack.queue.remove(dead)  # its worker died on the last try: RQ moved it to `failed`
     dead.set_status(JobStatus.FAILED)

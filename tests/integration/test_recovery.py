@@ -31,7 +31,7 @@ from app.repository import advance
 from app.services import Services
 from tests import images
 from tests.conftest import WEBHOOK_TOKEN, postgres_available
-from tests.support import REPO, BrokerClient, settings_env
+from tests.support import REPO, BrokerClient, own_queues, settings_env
 from workers import lifecycle, scheduled
 from workers.context import current_services, use_services
 from workers.jobs import process_upload
@@ -96,7 +96,7 @@ def private_services(settings: Settings) -> Iterator[Callable[..., Services]]:
     made: list[Services] = []
 
     def make(**changes: object) -> Services:
-        update = {"queue_name": f"{settings.queue_name}-recovery-{uuid.uuid4().hex[:6]}", **changes}
+        update = {**own_queues(f"{settings.queue_name}-recovery-{uuid.uuid4().hex[:6]}"), **changes}
         services = Services(settings.model_copy(update=update))
         made.append(services)
         return services
@@ -227,7 +227,7 @@ def test_an_upload_whose_job_vanished_with_redis_is_requeued_by_the_next_reconci
     alice, settings, services, serve_with, database_url, empty_redis
 ):
     # A stack of its own (database, Redis, queue): the reconcile below sees only this upload.
-    own = {"database_url": database_url, "redis_url": empty_redis, "queue_name": "recovery"}
+    own = {"database_url": database_url, "redis_url": empty_redis, **own_queues("recovery")}
     api = serve_with(**own)
     client = BrokerClient(api.url, alice.token)
     upload_id = _stored(client)

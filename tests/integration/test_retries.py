@@ -9,6 +9,7 @@ from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
 from app.devstack.processes import free_port
+from app.domain.kinds import Processing
 from app.queueing import enqueue_processing, processing_job_id
 from app.services import Services
 from tests import images
@@ -57,7 +58,7 @@ def test_a_replayed_job_for_a_ready_upload_changes_nothing(alice, services, sett
     before = alice.status(upload_id).json()
     assert before["status"] == "ready"
 
-    enqueue_processing(services.queue, settings, upload_id)
+    enqueue_processing(services.redis, settings, upload_id, Processing.IMAGE)
     drain()
 
     assert alice.status(upload_id).json() == before
