@@ -53,13 +53,15 @@ def visible_visibilities(session: Session, owner_id: str, viewer: Principal) -> 
     return frozenset({Visibility.PUBLIC})
 
 
-def media_link(services: Services, upload: Upload) -> MediaLink:
-    assert upload.final_key is not None
+def media_link(services: Services, upload: Upload, key: str | None = None) -> MediaLink:
+    """The link to the upload's main file, or to `key` (one of its variants), as its visibility allows."""
+    key = key or upload.final_key
+    assert key is not None
     if upload.visibility == Visibility.PUBLIC:
-        return MediaLink(services.storage.public_url(upload.final_key), None)
+        return MediaLink(services.storage.public_url(key), None)
     ttl = services.settings.private_url_ttl_seconds
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    return MediaLink(services.storage.presign_get(upload.final_key, ttl), expires_at)
+    return MediaLink(services.storage.presign_get(key, ttl), expires_at)
 
 
 def grant(session: Session, owner_id: str, viewer_id: str, relation: Relation) -> tuple[Grant, bool]:

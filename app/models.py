@@ -5,9 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, Integer, String, TypeDecorator, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    false,
+)
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -56,13 +68,18 @@ class Upload(Base):
     # Filled by the event that reported the object.
     event_etag: Mapped[str | None] = mapped_column(String(128))
 
-    # Filled on promotion.
+    # Filled on promotion: the main file. Its variants (a video's poster and 720p) are rows of their own.
     final_key: Mapped[str | None] = mapped_column(String(512))
     content_type: Mapped[str | None] = mapped_column(String(64))
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
+    duration_seconds: Mapped[float | None] = mapped_column(Float)  # videos
+    pages: Mapped[int | None] = mapped_column(Integer)  # documents
+    variants: Mapped[list[Variant]] = relationship(
+        lazy="selectin", order_by="Variant.name", cascade="all, delete-orphan"
+    )
 
     # Set when the food-recognition job has finished with this image.
     ai_processed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
@@ -74,10 +91,32 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @property
+    def object_keys(self) -> list[str]:
+        """Every key this upload may have in the store: its variants, its main file, its temp object."""
+        return [variant.key for variant in self.variants] + [
+            key for key in (self.final_key, self.temp_key) if key
+        ]
+
     __table_args__ = (
         Index("ix_uploads_owner_created", "owner_id", "created_at"),
         Index("ix_uploads_status_updated", "status", "updated_at"),
     )
+
+
+class Variant(Base):
+    """A file made from an upload beside its main file (a video's `poster` and `720p`), stored at its own key."""
+
+    __tablename__ = "upload_variants"
+
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(512))
+    content_type: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
 
 
 class Grant(Base):

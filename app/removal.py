@@ -30,7 +30,7 @@ def remove_upload(services: Services, upload_id: str, owner_id: str) -> Removal:
         return Removal.IN_PROGRESS
     # Objects first: if the record were marked first and the delete failed, a public object would stay
     # reachable with nothing pointing at it. (CDN copies expire with their Cache-Control max-age.)
-    for key in filter(None, (upload.final_key, upload.temp_key)):
+    for key in upload.object_keys:
         services.storage.delete(key)
     with services.db.session() as session:
         moved = advance(session, upload_id, UploadStatus.DELETED)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -21,6 +22,12 @@ from app.domain.keys import TEMP_PREFIX, upload_id_from_temp_key
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
+MiB = 1024 * 1024
+# Files above 64 MiB (videos) go up as multipart uploads of 16 MiB parts, 4 at a time: a 1 GiB rendition never
+# needs one 1 GiB request (S3's single PUT limit is 5 GiB, but one lost connection would restart it all).
+UPLOAD_TRANSFER = TransferConfig(
+    multipart_threshold=64 * MiB, multipart_chunksize=16 * MiB, max_concurrency=4
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,18 @@ class Storage:
             ContentType=content_type,
             CacheControl=cache_control,
             Metadata=metadata,
+        )
+
+    def upload_file(
+        self, key: str, path: Path, content_type: str, cache_control: str, metadata: dict[str, str]
+    ) -> None:
+        """Stream a local file to `key` (multipart when big); the file is never read whole into memory."""
+        self.client.upload_file(
+            str(path),
+            self.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type, "CacheControl": cache_control, "Metadata": metadata},
+            Config=UPLOAD_TRANSFER,
         )
 
     def delete(self, key: str) -> None:

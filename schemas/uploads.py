@@ -66,6 +66,17 @@ class UploadStatusResponse(BaseModel):
     error: ErrorDetail | None = None
 
 
+class VariantLink(BaseModel):
+    """A file made beside the main one (a video's `poster`, its `720p` rendition), with its own link."""
+
+    content_type: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+    url: str
+    url_expires_at: datetime | None = None
+
+
 class MediaResponse(BaseModel):
     upload_id: str
     kind: str = Field(json_schema_extra=KIND_SCHEMA)
@@ -73,8 +84,11 @@ class MediaResponse(BaseModel):
     bytes: int
     width: int | None = None
     height: int | None = None
+    duration_seconds: float | None = None
+    pages: int | None = None
     url: str
     url_expires_at: datetime | None = None
+    variants: dict[str, VariantLink] | None = None
 
 
 class MediaPage(BaseModel):

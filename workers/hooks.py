@@ -1,4 +1,4 @@
-"""What happens after an upload is ready: the food-recognition hook.
+"""The food-recognition hook, a follow-up of a ready food image (registered in `workers.followups`).
 
 When a `food_image` is ready and `BROKER_FOOD_RECOGNITION_JOB` names a job (a dotted path, e.g.
 `nutrition.jobs.recognize`), that job is queued on the upload queue as
@@ -42,18 +42,8 @@ def food_recognition_job_id(upload_id: str) -> str:
     return f"food-recognition-{upload_id}"
 
 
-def after_ready(services: Services, upload: Upload) -> None:
-    """Start follow-up work for a freshly promoted upload; never raises."""
-    try:
-        _start_food_recognition(services, upload)
-    except Exception:
-        log.exception(
-            "food recognition not queued",
-            extra={"upload_id": upload.id, "stage": "food_recognition", "outcome": "not_queued"},
-        )
-
-
-def _start_food_recognition(services: Services, upload: Upload) -> None:
+def start_food_recognition(services: Services, upload: Upload) -> None:
+    """A registered follow-up (`workers.followups`): queue the recognition job for a ready food image."""
     job_path = services.settings.food_recognition_job
     if not job_path or upload.kind not in FOOD_RECOGNITION_KINDS:
         return

@@ -1,4 +1,8 @@
-"""The life of one upload inside a worker: claim → fetch → sniff → process → promote → ready.
+"""The life of one upload inside a worker: claim → fetch → sniff → process → promote → ready → follow-ups.
+
+The processor is chosen by what the bytes are (`app.domain.kinds.processing_for`): image, video, PDF. It
+works on a local file and returns the files to store (main + named variants), which are streamed to the
+store from disk.
 
 Refused content ends `rejected` (temp object deleted, nothing promoted). Transient errors propagate so RQ
 retries the job; on the last attempt the upload is marked `failed` for ops. Every state change is a
@@ -14,24 +18,20 @@ from pathlib import Path
 
 from app import metrics
 from app.domain.keys import final_key
-from app.domain.kinds import KINDS, Processing, Visibility, processing_for
+from app.domain.kinds import KINDS, Visibility, processing_for
 from app.domain.rejections import Rejected
 from app.domain.states import UploadStatus
-from app.models import Upload
+from app.models import Upload, Variant
 from app.repository import advance, get_upload
 from app.services import Services
-from workers.hooks import after_ready
-from workers.sandbox import ProcessLimits, run_limited
+from workers.followups import run_follow_ups
+from workers.processing import processor_for
+from workers.processing.outputs import Processed
 from workers.stages.fetch import fetch
-from workers.stages.image import ImageRules, ProcessedImage, write_image
-from workers.stages.promote import promote
+from workers.stages.promote import MAIN, StoredFile, promote
 from workers.stages.sniff import sniff
 
 log = logging.getLogger(__name__)
-
-
-class ProcessingNotAvailable(Exception):
-    """A kind whose processing is not built; tickets for it are refused, so this means a bad record."""
 
 
 def run(services: Services, upload_id: str, last_attempt: bool) -> str:
@@ -83,50 +83,78 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
 
 def _process(services: Services, upload: Upload, context: dict[str, str]) -> None:
     kind = KINDS[upload.kind]
-    with tempfile.TemporaryDirectory(prefix="broker-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="broker-") as workdir_name:
+        workdir = Path(workdir_name)
         metrics.job_stage("fetch")
-        source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, Path(workdir))
+        source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, workdir)
         log.info("fetched", extra={**context, "stage": "fetch", "outcome": "ok"})
         metrics.job_stage("sniff")
         mime = sniff(source, upload.declared_type)
-        if processing_for(mime) != Processing.IMAGE:
-            raise ProcessingNotAvailable(f"no processing for {mime} yet")
-        metrics.job_stage("image")
-        image = _process_image(services, source, mime)
-        log.info("image processed", extra={**context, "stage": "image", "outcome": "ok"})
-    metrics.job_stage("promote")
-    key = final_key(
-        upload.kind, Visibility(upload.visibility), upload.owner_id, upload.id, "jpg", upload.context
-    )
-    promote(services.storage, services.settings, upload, key, image.data, image.content_type)
-    with services.db.session() as session:
-        advance(
-            session,
-            upload.id,
-            UploadStatus.READY,
-            final_key=key,
-            content_type=image.content_type,
-            bytes=len(image.data),
-            width=image.width,
-            height=image.height,
-            sha256=image.sha256,
-            error_code=None,
-            error_message=None,
+        processing = processing_for(mime)
+        metrics.job_stage(processing.value)
+        processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
+        log.info(
+            "processed",
+            extra={
+                **context,
+                "stage": processing.value,
+                "outcome": "ok",
+                "variants": sorted(processed.variants),
+            },
         )
+        metrics.job_stage("promote")
+        key = final_key(
+            upload.kind,
+            Visibility(upload.visibility),
+            upload.owner_id,
+            upload.id,
+            processed.main.extension,
+            upload.context,
+        )
+        stored = promote(services.storage, services.settings, upload, key, processed)
+    _record_ready(services, upload, stored, processed)
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.
     _delete_temp(services, upload, context)
-    after_ready(services, upload)
+    run_follow_ups(services, upload)
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
 
 
-def _process_image(services: Services, source: Path, mime: str) -> ProcessedImage:
-    """The image stage in a child process under the image limits: a breach is a `Rejected`."""
-    settings = services.settings
-    output = source.with_name("output.jpg")
-    rules = ImageRules(max_pixels=settings.max_image_pixels, memory_bytes=settings.image_memory_bytes)
-    limits = ProcessLimits(cpu_seconds=settings.image_cpu_seconds, memory_bytes=settings.image_memory_bytes)
-    size = run_limited(write_image, source, mime, rules, output, limits=limits)
-    return ProcessedImage(data=output.read_bytes(), width=size["width"], height=size["height"])
+def _record_ready(
+    services: Services, upload: Upload, stored: dict[str, StoredFile], processed: Processed
+) -> None:
+    """`processing` → `ready` with the main file's facts, and the variants' rows in the same transaction."""
+    main = stored[MAIN]
+    with services.db.session() as session:
+        moved = advance(
+            session,
+            upload.id,
+            UploadStatus.READY,
+            final_key=main.key,
+            content_type=main.content_type,
+            bytes=main.bytes,
+            width=main.width,
+            height=main.height,
+            sha256=main.sha256,
+            duration_seconds=processed.duration_seconds,
+            pages=processed.pages,
+            error_code=None,
+            error_message=None,
+        )
+        if moved:
+            session.add_all(
+                Variant(
+                    upload_id=upload.id,
+                    name=name,
+                    key=file.key,
+                    content_type=file.content_type,
+                    bytes=file.bytes,
+                    width=file.width,
+                    height=file.height,
+                    sha256=file.sha256,
+                )
+                for name, file in stored.items()
+                if name != MAIN
+            )
 
 
 def _reject(services: Services, upload: Upload, rejected: Rejected, context: dict[str, str]) -> None:

@@ -14,10 +14,10 @@ from app.api.context import current_principal, services
 from app.api.edge import query_value
 from app.api.errors import ApiError, not_found
 from app.domain.kinds import KINDS
-from app.models import Upload
+from app.models import Upload, Variant
 from app.removal import Removal, remove_upload
 from app.repository import get_upload, list_ready_media
-from schemas.uploads import MediaPage, MediaResponse
+from schemas.uploads import MediaPage, MediaResponse, VariantLink
 
 bp = Blueprint("media", __name__, url_prefix="/v1/media")
 
@@ -34,6 +34,21 @@ def _wire(upload: Upload) -> MediaResponse:
         bytes=upload.bytes or 0,
         width=upload.width,
         height=upload.height,
+        duration_seconds=upload.duration_seconds,
+        pages=upload.pages,
+        url=link.url,
+        url_expires_at=link.expires_at,
+        variants={variant.name: _variant(upload, variant) for variant in upload.variants} or None,
+    )
+
+
+def _variant(upload: Upload, variant: Variant) -> VariantLink:
+    link = media_link(services(), upload, variant.key)
+    return VariantLink(
+        content_type=variant.content_type,
+        bytes=variant.bytes,
+        width=variant.width,
+        height=variant.height,
         url=link.url,
         url_expires_at=link.expires_at,
     )

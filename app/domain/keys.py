@@ -68,3 +68,9 @@ def final_key(
         case _:
             raise ValueError(f"unknown kind {kind!r}")
     return f"{visibility.value}/{path}"
+
+
+def variant_key(main_key: str, variant: str, extension: str) -> str:
+    """A variant sits beside its main file: `.../<id>.mp4` → `.../<id>.poster.jpg`, `.../<id>.720p.mp4`."""
+    stem = main_key.rsplit(".", 1)[0]
+    return f"{stem}.{_safe(variant)}.{_safe(extension, _SAFE_EXTENSION)}"
