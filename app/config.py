@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     sns_cert_endpoint_url: str | None = None
 
     ticket_ttl_seconds: int = Field(default=600, ge=1, le=900)  # the contract: a ticket lives <= 15 min
+    # Resumable (S3 multipart) uploads: above this size, or when the client asks. Each presigned part URL
+    # still lives `ticket_ttl_seconds`; the upload itself stays open `multipart_ttl_seconds` (a phone resumes
+    # tomorrow), after which clean-up aborts it and the bucket's lifecycle rule does the same in production.
+    multipart_threshold_bytes: int = Field(default=32 * 1024 * 1024, ge=5 * 1024 * 1024)
+    multipart_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    multipart_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     private_url_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     public_cache_control: str = "public, max-age=86400"
     max_image_pixels: int = 50_000_000

@@ -10,7 +10,7 @@ from app.services import Services
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """The Flask app. Tests pass their own settings; processes read them from the environment."""
-    from app.api import events, grants, health, media, metrics, openapi, uploads
+    from app.api import events, grants, health, media, metrics, multipart, openapi, uploads
     from app.api.edge import IdConverter, init_edge
     from app.api.errors import register_error_handlers
     from app.api.ratelimit import init_rate_limits
@@ -20,7 +20,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     broker = services or Services(settings or get_settings())
     app.extensions["broker"] = broker
     app.url_map.converters["id"] = IdConverter  # before the blueprints: their routes use it
-    for blueprint in (uploads.bp, media.bp, grants.bp, events.bp, health.bp, openapi.bp, metrics.bp):
+    for blueprint in (
+        uploads.bp,
+        multipart.bp,
+        media.bp,
+        grants.bp,
+        events.bp,
+        health.bp,
+        openapi.bp,
+        metrics.bp,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_edge(app, broker.settings.max_request_bytes)

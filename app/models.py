@@ -64,6 +64,9 @@ class Upload(Base):
     context: Mapped[dict[str, str]] = mapped_column(default=dict)
     temp_key: Mapped[str] = mapped_column(String(512))
     ticket_expires_at: Mapped[datetime]
+    # A resumable upload: the store's multipart upload at `temp_key`, cut in parts of `part_size` bytes.
+    multipart_upload_id: Mapped[str | None] = mapped_column(String(1024))
+    part_size: Mapped[int | None] = mapped_column(BigInteger)
 
     # Filled by the event that reported the object.
     event_etag: Mapped[str | None] = mapped_column(String(128))

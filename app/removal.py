@@ -30,6 +30,9 @@ def remove_upload(services: Services, upload_id: str, owner_id: str) -> Removal:
         return Removal.IN_PROGRESS
     # Objects first: if the record were marked first and the delete failed, a public object would stay
     # reachable with nothing pointing at it. (CDN copies expire with their Cache-Control max-age.)
+    if upload.multipart_upload_id and status in (UploadStatus.PENDING, UploadStatus.EXPIRED):
+        # A cancelled resumable upload: its parts go too, and any part still being sent is refused.
+        services.storage.abort_multipart(upload.temp_key, upload.multipart_upload_id)
     for key in upload.object_keys:
         services.storage.delete(key)
     with services.db.session() as session:

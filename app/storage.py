@@ -1,5 +1,12 @@
 """The one boto3 facade. Everything the broker does to S3 goes through `Storage`.
 
+Resumable uploads are S3 multipart uploads at the upload's `temp/<id>` key: the API creates one
+(`s3:PutObject`), hands out presigned `UploadPart` URLs that sign each part's exact length (`s3:PutObject`),
+lists the parts the store holds so a client can resume (`s3:ListMultipartUploadParts`), completes it once the
+parts add up to the declared size (`s3:PutObject`) or aborts it (`s3:AbortMultipartUpload`); clean-up lists
+stale ones (`s3:ListBucketMultipartUploads`). Parts are invisible until completion: only the completed
+object raises the `ObjectCreated:CompleteMultipartUpload` event.
+
 The client is pinned to SigV4: boto3's default for presigned POST is the legacy SigV2 (`AWSAccessKeyId` /
 `signature` fields), which S3 buckets created after June 2020 refuse.
 """
@@ -19,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from app.config import Settings
 from app.domain.keys import TEMP_PREFIX, upload_id_from_temp_key
+from app.domain.multipart import StoredPart
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
@@ -35,6 +43,13 @@ class ObjectHead:
     size: int
     etag: str
     content_type: str | None
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,22 @@ class Storage:
     def presign_get(self, key: str, expires_in: int) -> str:
         return self.client.generate_presigned_url(  # type: ignore[no-any-return]
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
+    def presign_upload_part(
+        self, key: str, multipart_id: str, part_number: int, length: int, expires_in: int
+    ) -> str:
+        """A PUT URL for one part; `Content-Length` is a signed header, so only exactly `length` bytes fit."""
+        return self.client.generate_presigned_url(  # type: ignore[no-any-return]
+            "upload_part",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "UploadId": multipart_id,
+                "PartNumber": part_number,
+                "ContentLength": length,
+            },
+            ExpiresIn=expires_in,
         )
 
     def public_url(self, key: str) -> str:
@@ -136,6 +167,54 @@ class Storage:
     def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error in S3."""
         self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    # --- multipart uploads ------------------------------------------------------------------------------
+    def create_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
+        response = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata
+        )
+        return response["UploadId"]  # type: ignore[no-any-return]
+
+    def list_parts(self, key: str, multipart_id: str) -> list[StoredPart] | None:
+        """The parts the store holds, in order; None when the multipart upload is gone (completed, aborted)."""
+        parts: list[StoredPart] = []
+        paginator = self.client.get_paginator("list_parts")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=multipart_id):
+                parts.extend(
+                    StoredPart(part["PartNumber"], part["ETag"].strip('"'), part["Size"])
+                    for part in page.get("Parts", [])
+                )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return None
+            raise
+        return parts
+
+    def complete_multipart(self, key: str, multipart_id: str, parts: list[StoredPart]) -> str:
+        """Join the parts into the object; returns its ETag."""
+        response = self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=multipart_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
+        )
+        return str(response.get("ETag", "")).strip('"')
+
+    def abort_multipart(self, key: str, multipart_id: str) -> None:
+        """Idempotent: an upload already completed or aborted is not an error."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=multipart_id)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+
+    def list_temp_multipart_uploads(self) -> Iterator[MultipartUpload]:
+        """Every incomplete multipart upload under `temp/`."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=TEMP_PREFIX):
+            for item in page.get("Uploads", []):
+                yield MultipartUpload(item["Key"], item["UploadId"], item["Initiated"])
 
     def list_temp_pages(self) -> Iterator[list[TempObject]]:
         """Every object under `temp/`, a page (<= 1000) at a time.

@@ -12,6 +12,7 @@ from typing import Any
 from app import metrics
 from app.auth import Principal
 from app.domain.keys import temp_key
+from app.domain.multipart import PartPlan, plan_parts, wants_multipart
 from app.domain.states import UploadStatus
 from app.domain.tickets import TicketRequest, check_quota, plan_ticket, post_policy_conditions
 from app.models import Upload
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Ticket:
     upload: Upload
-    post: dict[str, Any]
+    post: dict[str, Any] | None  # a presigned POST, or None for a resumable (multipart) upload
+    parts: PartPlan | None = None
 
 
 def clean_filename(filename: str | None) -> str | None:
@@ -47,7 +49,9 @@ def issue_ticket(
         check_quota(in_use, plan.max_bytes, services.settings.storage_quota_bytes)
     upload_id = str(uuid.uuid4())
     key = temp_key(upload_id)
-    ttl = services.settings.ticket_ttl_seconds
+    settings = services.settings
+    resumable = wants_multipart(request.size, request.resumable, settings.multipart_threshold_bytes)
+    ttl = settings.multipart_ttl_seconds if resumable else settings.ticket_ttl_seconds
     upload = Upload(
         id=upload_id,
         owner_id=principal.user_id,
@@ -63,9 +67,16 @@ def issue_ticket(
         created_at=now,
         updated_at=now,
     )
-    conditions = post_policy_conditions(services.storage.bucket, key, plan.content_type, plan.max_bytes)
-    post = services.storage.presign_post(key, plan.content_type, conditions, ttl)
-    # Recorded only once presigning worked, so a store outage leaves no orphan `pending` rows.
+    post, parts = None, None
+    if resumable:
+        parts = plan_parts(request.size, settings.multipart_part_size_bytes)
+        metadata = {"upload-id": upload_id, "owner-id": principal.user_id}
+        upload.multipart_upload_id = services.storage.create_multipart(key, plan.content_type, metadata)
+        upload.part_size = parts.part_size
+    else:
+        conditions = post_policy_conditions(services.storage.bucket, key, plan.content_type, plan.max_bytes)
+        post = services.storage.presign_post(key, plan.content_type, conditions, ttl)
+    # Recorded only once the store answered, so a store outage leaves no orphan `pending` rows.
     with services.db.session() as session:
         session.add(upload)
     log.info(
@@ -76,7 +87,8 @@ def issue_ticket(
             "kind": plan.kind.name,
             "stage": "ticket",
             "outcome": "issued",
+            "method": "MULTIPART" if resumable else "POST",
         },
     )
     metrics.ticket_issued(services, plan.kind.name)
-    return Ticket(upload, post)
+    return Ticket(upload, post, parts)

@@ -31,6 +31,9 @@ class CreateUploadRequest(BaseModel):
     content_type: str
     size: int = Field(gt=0, description="bytes the client will upload; the ticket allows at most this many")
     filename: str | None = Field(default=None, max_length=255)
+    resumable: bool = Field(
+        default=False, description="ask for a multipart (resumable) upload; files over 32 MiB always get one"
+    )
     context: UploadContext = Field(default_factory=UploadContext)
 
 
@@ -40,12 +43,68 @@ class PresignedPost(BaseModel):
     fields: dict[str, str]
 
 
+class MultipartPlan(BaseModel):
+    """A resumable upload: ask `parts_url` for presigned part PUTs, then POST the parts to `complete_url`."""
+
+    method: Literal["MULTIPART"] = "MULTIPART"
+    part_size: int = Field(description="every part is this long, the last one the remainder")
+    part_count: int
+    parts_url: str
+    complete_url: str
+
+
 class TicketResponse(BaseModel):
     upload_id: str
     status: str = Field(json_schema_extra=STATUS_SCHEMA)
     expires_at: datetime
     max_size: int
-    upload: PresignedPost
+    upload: PresignedPost | MultipartPlan = Field(discriminator="method")
+
+
+class PartUrlsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    part_numbers: list[int] = Field(min_length=1, max_length=100)
+
+
+class PartUrl(BaseModel):
+    part_number: int
+    url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str] = Field(description="send exactly these; Content-Length is signed")
+    expires_at: datetime
+
+
+class PartUrlsResponse(BaseModel):
+    parts: list[PartUrl]
+
+
+class StoredPartInfo(BaseModel):
+    part_number: int
+    etag: str
+    size: int
+
+
+class StoredPartsResponse(BaseModel):
+    parts: list[StoredPartInfo]
+
+
+class CompletedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=128)
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=10_000)
+
+
+class CompleteResponse(BaseModel):
+    upload_id: str
+    status: str = Field(json_schema_extra=STATUS_SCHEMA)
 
 
 class MediaInfo(BaseModel):

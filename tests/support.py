@@ -79,6 +79,38 @@ class BrokerClient:
         assert stored.status_code in (200, 201, 204), stored.text
         return str(ticket["upload_id"])
 
+    # --- resumable (multipart) uploads ----------------------------------------------------------------------
+    def part_urls(self, upload_id: str, numbers: Iterable[int]) -> requests.Response:
+        body = {"part_numbers": list(numbers)}
+        url = f"{self.api_url}/v1/uploads/{upload_id}/parts"
+        return requests.post(url, json=body, headers=self.headers, timeout=10)
+
+    def stored_parts(self, upload_id: str) -> requests.Response:
+        return requests.get(f"{self.api_url}/v1/uploads/{upload_id}/parts", headers=self.headers, timeout=10)
+
+    def complete(self, upload_id: str, parts: dict[int, str]) -> requests.Response:
+        body = {"parts": [{"part_number": n, "etag": etag} for n, etag in sorted(parts.items())]}
+        url = f"{self.api_url}/v1/uploads/{upload_id}/complete"
+        return requests.post(url, json=body, headers=self.headers, timeout=30)
+
+    def cancel(self, upload_id: str) -> requests.Response:
+        return requests.delete(f"{self.api_url}/v1/uploads/{upload_id}", headers=self.headers, timeout=10)
+
+    def put_parts(self, ticket: dict[str, Any], data: bytes, numbers: Iterable[int]) -> dict[int, str]:
+        """Send these parts of `data` to the store through presigned URLs; returns their ETags."""
+        size = ticket["upload"]["part_size"]
+        response = self.part_urls(ticket["upload_id"], numbers)
+        assert response.status_code == 200, response.text
+        etags = {}
+        for part in response.json()["parts"]:
+            number = part["part_number"]
+            chunk = data[(number - 1) * size : number * size]
+            assert part["headers"]["Content-Length"] == str(len(chunk))
+            stored = requests.put(part["url"], data=chunk, headers=part["headers"], timeout=30)
+            assert stored.status_code == 200, stored.text
+            etags[number] = stored.headers["ETag"]
+        return etags
+
     def status(self, upload_id: str) -> requests.Response:
         return requests.get(f"{self.api_url}/v1/uploads/{upload_id}", headers=self.headers, timeout=10)
 

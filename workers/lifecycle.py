@@ -25,6 +25,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
+from app.domain.keys import upload_id_from_temp_key
 from app.domain.states import UploadStatus
 from app.intake import QueueUnavailable, enqueue_upload, queue_upload
 from app.models import Upload
@@ -145,8 +146,37 @@ def cleanup(services: Services, older_than_seconds: int | None = None, dry_run: 
                 report.act(stage, "delete_failed", obj.upload_id, key, error=refused[key])
             else:
                 report.act(stage, "would_delete" if dry_run else "deleted", obj.upload_id, key)
+    _abort_stale_multipart(services, report, now, cutoff)
     _expire_tickets(services, report, now)
     return report
+
+
+def _abort_stale_multipart(services: Services, report: SweepReport, now: datetime, cutoff: datetime) -> None:
+    """Abort resumable uploads nobody can finish: ticketed longer ago than the multipart TTL, cancelled,
+    expired or finished, or with no record at all (older than the max age: a ticket writes its record just
+    after creating the multipart upload). Their parts are invisible in listings but billed, so they must
+    not wait for the bucket's lifecycle rule.
+    """
+    stage = "abort_multipart"
+    ttl_cutoff = now - timedelta(seconds=services.settings.multipart_ttl_seconds)
+    uploads = list(services.storage.list_temp_multipart_uploads())
+    ids = sorted({upload_id for item in uploads if (upload_id := upload_id_from_temp_key(item.key))})
+    with services.db.session() as session:
+        rows = session.execute(select(Upload.id, Upload.status, Upload.created_at).where(Upload.id.in_(ids)))
+        records = {row.id: (row.status, _as_utc(row.created_at)) for row in rows}
+    for item in uploads:
+        upload_id = upload_id_from_temp_key(item.key)
+        status, ticketed = records.get(upload_id or "", (None, None))
+        if ticketed is None:
+            stale = item.initiated <= cutoff
+        else:
+            stale = ticketed <= ttl_cutoff or status != S.PENDING.value
+        if not stale:
+            report.count(stage, "kept_open")
+            continue
+        if not report.dry_run:
+            services.storage.abort_multipart(item.key, item.upload_id)
+        report.act(stage, "would_abort" if report.dry_run else "aborted", upload_id, item.key)
 
 
 def _states(services: Services, upload_ids: Iterable[str | None]) -> dict[str, tuple[str, datetime]]:

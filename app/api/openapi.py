@@ -15,9 +15,14 @@ from schemas.errors import ErrorResponse
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
 from schemas.uploads import (
     KIND_SCHEMA,
+    CompleteRequest,
+    CompleteResponse,
     CreateUploadRequest,
     MediaPage,
     MediaResponse,
+    PartUrlsRequest,
+    PartUrlsResponse,
+    StoredPartsResponse,
     TicketResponse,
     UploadStatusResponse,
 )
@@ -57,6 +62,32 @@ OPERATIONS = (
         "/v1/uploads/{upload_id}",
         "An upload's status (owner only)",
         {200: UploadStatusResponse, 404: ErrorResponse},
+    ),
+    Operation(
+        "delete",
+        "/v1/uploads/{upload_id}",
+        "Cancel an upload: abort its parts, void its ticket (owner only, idempotent)",
+        {204: None, 404: ErrorResponse, 409: ErrorResponse},
+    ),
+    Operation(
+        "post",
+        "/v1/uploads/{upload_id}/parts",
+        "Presigned PUTs for parts of a resumable upload, each pinned to its exact length",
+        {200: PartUrlsResponse, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse},
+        PartUrlsRequest,
+    ),
+    Operation(
+        "get",
+        "/v1/uploads/{upload_id}/parts",
+        "The parts the store holds (resume with the others)",
+        {200: StoredPartsResponse, 404: ErrorResponse, 409: ErrorResponse},
+    ),
+    Operation(
+        "post",
+        "/v1/uploads/{upload_id}/complete",
+        "Complete a resumable upload once its parts add up to the declared size",
+        {202: CompleteResponse, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse},
+        CompleteRequest,
     ),
     Operation(
         "get",

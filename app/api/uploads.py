@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, url_for
 
 from app.api.context import current_principal, services
 from app.api.edge import json_body
 from app.api.errors import ApiError, not_found
 from app.api.ratelimit import limiter, ticket_rate_limit
 from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
+from app.removal import Removal, remove_upload
 from app.repository import get_owned_upload
-from app.tickets import issue_ticket
+from app.tickets import Ticket, issue_ticket
 from schemas.errors import ErrorDetail
 from schemas.uploads import (
     CreateUploadRequest,
     MediaInfo,
+    MultipartPlan,
     PresignedPost,
     TicketResponse,
     UploadStatusResponse,
@@ -41,7 +43,7 @@ def create_upload() -> tuple[Response, int]:
         ticket = issue_ticket(
             services(),
             principal,
-            TicketRequest(body.kind, body.content_type, body.size, context),
+            TicketRequest(body.kind, body.content_type, body.size, context, body.resumable),
             body.filename,
         )
     except TicketRefused as refused:
@@ -52,9 +54,35 @@ def create_upload() -> tuple[Response, int]:
         status=upload.status,
         expires_at=upload.ticket_expires_at,
         max_size=upload.declared_size,
-        upload=PresignedPost(url=ticket.post["url"], fields=ticket.post["fields"]),
+        upload=_how_to_upload(ticket),
     )
     return jsonify(response.model_dump(mode="json")), 201
+
+
+def _how_to_upload(ticket: Ticket) -> PresignedPost | MultipartPlan:
+    if ticket.post is not None:
+        return PresignedPost(url=ticket.post["url"], fields=ticket.post["fields"])
+    assert ticket.parts is not None
+    upload_id = ticket.upload.id
+    return MultipartPlan(
+        part_size=ticket.parts.part_size,
+        part_count=ticket.parts.part_count,
+        parts_url=url_for("multipart.part_urls", upload_id=upload_id, _external=True),
+        complete_url=url_for("multipart.complete", upload_id=upload_id, _external=True),
+    )
+
+
+@bp.delete("/<id:upload_id>")
+def cancel_upload(upload_id: str) -> tuple[str, int]:
+    """Cancel an upload (abort its parts, void its ticket, delete what reached the store); idempotent."""
+    outcome = remove_upload(services(), upload_id, current_principal().user_id)
+    if outcome == Removal.NOT_FOUND:
+        raise not_found()
+    if outcome == Removal.IN_PROGRESS:
+        raise ApiError(
+            409, "upload_in_progress", "a worker is processing the upload; delete it once it is done"
+        )
+    return "", 204
 
 
 @bp.get("/<id:upload_id>")

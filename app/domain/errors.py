@@ -18,6 +18,9 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UPLOAD_IN_PROGRESS = "upload_in_progress"
+    NOT_MULTIPART = "not_multipart"  # parts asked of an upload with a POST ticket
+    UPLOAD_CLOSED = "upload_closed"  # parts asked of an upload completed, cancelled or expired
+    SIZE_MISMATCH = "size_mismatch"  # completion with parts that do not add up to the declared size
     TOO_LARGE = "too_large"
     QUOTA_EXCEEDED = "quota_exceeded"
     REQUEST_TOO_LARGE = "request_too_large"
@@ -42,6 +45,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UPLOAD_IN_PROGRESS: 409,
+    ErrorCode.NOT_MULTIPART: 409,
+    ErrorCode.UPLOAD_CLOSED: 409,
+    ErrorCode.SIZE_MISMATCH: 422,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.QUOTA_EXCEEDED: 413,
     ErrorCode.REQUEST_TOO_LARGE: 413,

@@ -40,6 +40,7 @@ class TicketRequest:
     content_type: str
     size: int
     context: dict[str, str] = field(default_factory=dict)
+    resumable: bool = False
 
 
 @dataclass(frozen=True)
