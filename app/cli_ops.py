@@ -63,10 +63,14 @@ def queues(only: tuple[str, ...], as_json: bool) -> None:
         return
     table = Table(title="queues", title_justify="left")
     table.add_column("queue")
+    table.add_column("processing")
     for state in ops.QUEUE_STATES:
         table.add_column(state, justify="right")
+    table.add_column("job timeout", justify="right")
     for depths in report.queues:
-        table.add_row(depths.queue, *(str(count) for count in depths.by_state().values()))
+        timeout = f"{depths.job_timeout_seconds} s" if depths.job_timeout_seconds else "-"
+        counts = (str(count) for count in depths.by_state().values())
+        table.add_row(depths.queue, depths.processing or "-", *counts, timeout)
     console = _console()
     console.print(table)
     for job in report.abandoned:

@@ -257,6 +257,15 @@ class RedisCollector(Collector):
             for state, count in queue.by_state().items():
                 queue_jobs.add_metric([queue.queue, state], count)
         yield queue_jobs
+        timeouts = GaugeMetricFamily(
+            "broker_queue_job_timeout_seconds",
+            "How long one processing job of each queue may run.",
+            labels=("queue", "processing"),
+        )
+        for queue in depths:
+            if queue.processing and queue.job_timeout_seconds:
+                timeouts.add_metric([queue.queue, queue.processing], queue.job_timeout_seconds)
+        yield timeouts
         yield GaugeMetricFamily("broker_workers", "RQ workers registered in Redis.", value=worker_count)
         yield GaugeMetricFamily("broker_metrics_store_up", "Whether Redis could be read.", value=1)
 

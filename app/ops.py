@@ -38,6 +38,8 @@ class QueueDepths:
     failed: int  # out of retries; kept for inspection (`broker failed list`)
     scheduled: int  # waiting for their retry time
     deferred: int  # waiting for another job
+    processing: str | None = None  # the kind of processing this queue carries (image, video, pdf)
+    job_timeout_seconds: int | None = None  # how long one of its processing jobs may run
 
     def by_state(self) -> dict[str, int]:
         return {state: getattr(self, state) for state in QUEUE_STATES}
@@ -114,10 +116,19 @@ def queue_depths(services: Services, only: Iterable[str] = ()) -> list[QueueDept
             pipe.zcard(queue.deferred_job_registry.key)
         counts = [int(count) for count in pipe.execute()]
     width = len(QUEUE_STATES)
-    return [
-        QueueDepths(queue.name, *counts[index * width : (index + 1) * width])
-        for index, queue in enumerate(queues)
-    ]
+    carried = {target.name: (kind, target) for kind, target in processing_queues(services.settings).items()}
+    depths = []
+    for index, queue in enumerate(queues):
+        kind, target = carried.get(queue.name, (None, None))
+        depths.append(
+            QueueDepths(
+                queue.name,
+                *counts[index * width : (index + 1) * width],
+                processing=kind.value if kind else None,
+                job_timeout_seconds=target.job_timeout_seconds if target else None,
+            )
+        )
+    return depths
 
 
 def workers(services: Services) -> list[WorkerInfo]:

@@ -205,3 +205,25 @@ def test_queues_shows_depths_workers_and_the_job_each_runs(private_queues, servi
         worker.terminate()
         worker.wait(30)
     assert not [w for w in Worker.all(connection=services.redis) if running.name in w.queue_names()]
+
+
+def test_each_kind_of_processing_has_its_queue_and_a_worker_takes_only_the_queues_it_is_given(
+    private_queues, services, settings, broker
+):
+    report = ok_json(broker("queues", "--json"))
+    by_name = {queue["queue"]: queue for queue in report["queues"]}
+    expected = {
+        settings.queue_name: ("image", settings.job_timeout_seconds),
+        settings.document_queue_name: ("pdf", settings.document_job_timeout_seconds),
+        settings.video_queue_name: ("video", settings.video_job_timeout_seconds),
+    }
+    for name, (processing, timeout) in expected.items():
+        assert (by_name[name]["processing"], by_name[name]["job_timeout_seconds"]) == (processing, timeout)
+
+    images, videos = private_queues(), private_queues()
+    photo_job, video_job = images.enqueue("time.sleep", 0), videos.enqueue("time.sleep", 0)
+    worker = broker("worker", "--burst", "--without-scheduler", "--queue", videos.name)
+
+    assert worker.returncode == 0, worker.stderr
+    assert video_job.get_status() == "finished"
+    assert photo_job.get_status() == "queued"  # a video worker never takes photo work
