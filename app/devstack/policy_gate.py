@@ -4,12 +4,17 @@ moto 5.2.5 stores whatever a browser-style POST upload sends: it checks neither 
 any policy condition (a 100-byte file passed a 1-10 byte range; a changed key or Content-Type landed). The dev
 stack and the integration tests therefore talk to moto through this gate:
 
+- Requests with query-string auth (presigned URLs: part uploads, private links) are checked first with
+  :func:`app.devstack.presigned_url.authorize_presigned` — signature, expiry, signed headers; a signed
+  ``Content-Length`` must be the body's own framing, and exactly that many bytes are relayed. moto alone
+  stores a part whatever its URL's signature, expiry or length.
 - ``multipart/form-data`` POSTs to ``/<bucket>`` (path-style form uploads) are parsed as a stream, checked
   with :func:`app.devstack.post_policy.authorize_post`, the file is spooled (at most the policy's maximum
   size, to disk above 1 MiB) and only an accepted upload is re-sent to moto; refusals get S3's XML errors.
-- Every other request is relayed unchanged — method, raw path and query, headers including ``Host`` and
-  ``Authorization`` (so SigV4 service routing and virtual hosting keep working in moto), body streamed —
-  and moto's answer is streamed back.
+- Every other request, and every accepted one, is relayed unchanged — method, raw path and query, headers
+  including ``Host`` and ``Authorization`` (so SigV4 service routing and virtual hosting keep working in
+  moto), body streamed — and moto's answer is streamed back. Signatures in the ``Authorization`` header
+  (the broker's own boto3 calls) are not checked: moto accepts any.
 
 Memory stays bounded by the chunk size: neither bodies nor files are ever held whole.
 """
@@ -32,12 +37,14 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 from werkzeug.datastructures import EnvironHeaders
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import parse_options_header
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wsgi import get_input_stream
 
 from app.devstack.post_form import CHUNK, Form, malformed, read_form
 from app.devstack.post_policy import S3Error, SizeRange, authorize_post, invalid_argument
+from app.devstack.presigned_url import HttpRequest, authorize_presigned
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,12 @@ class PolicyGate:
         stream = get_input_stream(environ)
         mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
         try:
-            if environ["REQUEST_METHOD"] == "POST" and mimetype == "multipart/form-data":
+            presigned = authorize_presigned(_as_signed(environ), self._credentials, datetime.now(UTC))
+            if (
+                presigned is None
+                and environ["REQUEST_METHOD"] == "POST"
+                and mimetype == "multipart/form-data"
+            ):
                 return self._upload(environ, start_response, stream, options.get("boundary", ""))
             chunks, framing = _request_body(environ, stream)
             return self._forward(environ, start_response, _end_to_end_headers(environ) + framing, chunks)
@@ -145,6 +157,9 @@ class PolicyGate:
         except OSError as exc:
             conn.close()
             raise S3Error(503, "ServiceUnavailable", f"upstream {self.upstream} failed: {exc}") from exc
+        except S3Error:
+            conn.close()  # mid-body: moto sees a short body and a closed connection, and stores nothing
+            raise
         dropped = HOP_BY_HOP | SET_BY_THIS_SERVER
         kept = [(name, value) for name, value in response.getheaders() if name.lower() not in dropped]
         start_response(f"{response.status} {response.reason}", kept)
@@ -169,12 +184,44 @@ def _request_body(
     environ: dict[str, Any], stream: IO[bytes]
 ) -> tuple[Iterator[bytes], list[tuple[str, str]]]:
     """The body as chunks, and the framing header to send it with (as the client framed it)."""
-    chunks = iter(lambda: stream.read(CHUNK), b"")
     if environ.get("wsgi.input_terminated"):
-        return chunks, [("Transfer-Encoding", "chunked")]
+        return iter(lambda: stream.read(CHUNK), b""), [("Transfer-Encoding", "chunked")]
     if environ.get("CONTENT_LENGTH"):
-        return chunks, [("Content-Length", environ["CONTENT_LENGTH"])]
+        return _complete(stream, int(environ["CONTENT_LENGTH"])), [
+            ("Content-Length", environ["CONTENT_LENGTH"])
+        ]
     return iter(()), []
+
+
+def _complete(stream: IO[bytes], length: int) -> Iterator[bytes]:
+    """The ``length`` bytes the client announced (the stream is capped there), or S3's IncompleteBody."""
+    sent = 0
+    try:
+        while chunk := stream.read(CHUNK):
+            sent += len(chunk)
+            yield chunk
+    except ClientDisconnected:
+        pass
+    if sent != length:
+        raise S3Error(
+            400,
+            "IncompleteBody",
+            "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+            NumberBytesExpected=length,
+            NumberBytesProvided=sent,
+        )
+
+
+def _as_signed(environ: dict[str, Any]) -> HttpRequest:
+    """The request as a presigned-URL check sees it: raw target, headers as received.
+
+    Content-Length counts only when it frames the body: with ``Transfer-Encoding: chunked`` HTTP ignores it
+    (RFC 9112 §6.3), so a chunked body never matches a signed length.
+    """
+    headers = {name.lower(): value for name, value in EnvironHeaders(environ)}
+    if environ.get("wsgi.input_terminated") or not environ.get("CONTENT_LENGTH"):
+        headers.pop("content-length", None)
+    return HttpRequest(environ["REQUEST_METHOD"], _raw_target(environ), headers)
 
 
 def _end_to_end_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
@@ -199,7 +246,10 @@ def _raw_target(environ: dict[str, Any]) -> str:
 
 
 def _drain(stream: IO[bytes]) -> None:
-    while stream.read(CHUNK):
+    try:
+        while stream.read(CHUNK):
+            pass
+    except ClientDisconnected:  # it stopped sending: nothing left to drain
         pass
 
 

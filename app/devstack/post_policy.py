@@ -60,6 +60,29 @@ def invalid_argument(message: str, name: str, value: str = "") -> S3Error:
     return S3Error(400, "InvalidArgument", message, ArgumentName=name, ArgumentValue=value)
 
 
+def unknown_access_key(access_key: str) -> S3Error:
+    return S3Error(
+        403,
+        "InvalidAccessKeyId",
+        "The AWS Access Key Id you provided does not exist in our records.",
+        AWSAccessKeyId=access_key,
+    )
+
+
+def signature_mismatch(access_key: str, string_to_sign: str, provided: str, **extra: str) -> S3Error:
+    """S3's answer when the signature it computes from our copy of the secret differs from the one sent."""
+    return S3Error(
+        403,
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+        AWSAccessKeyId=access_key,
+        StringToSign=string_to_sign,
+        SignatureProvided=provided,
+        **extra,
+    )
+
+
 def policy_denied(reason: str) -> S3Error:
     return S3Error(403, "AccessDenied", f"Invalid according to Policy: {reason}")
 
@@ -166,24 +189,11 @@ def verify_signature(fields: Mapping[str, str], credentials: Mapping[str, str]) 
     scope = CredentialScope.parse(fields["x-amz-credential"])
     secret = credentials.get(scope.access_key)
     if secret is None:
-        raise S3Error(
-            403,
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            AWSAccessKeyId=scope.access_key,
-        )
+        raise unknown_access_key(scope.access_key)
     expected = policy_signature(secret, scope, fields["policy"])
     provided = fields["x-amz-signature"]
     if not hmac.compare_digest(expected.encode(), provided.encode()):
-        raise S3Error(
-            403,
-            "SignatureDoesNotMatch",
-            "The request signature we calculated does not match the signature you provided. "
-            "Check your key and signing method.",
-            AWSAccessKeyId=scope.access_key,
-            StringToSign=fields["policy"],
-            SignatureProvided=provided,
-        )
+        raise signature_mismatch(scope.access_key, fields["policy"], provided)
 
 
 def decode_policy(policy_b64: str) -> Policy:
