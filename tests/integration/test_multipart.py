@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,3 +146,24 @@ def test_part_plans_stay_within_s3_limits():
     assert plan_parts(6 * MiB, 1 * MiB).part_size == 5 * MiB  # S3's minimum
     last = plan_parts(21 * MiB, 8 * MiB)
     assert [last.part_length(n) for n in (1, 2, 3)] == [8 * MiB, 8 * MiB, 5 * MiB]
+
+
+def test_the_store_refuses_part_urls_used_beyond_what_they_sign(alice, serve_with, noisy_png, services):
+    """Each part URL signs its part's exact length, for at most the ticket TTL (the local gate enforces
+    both as S3 does; moto alone would store all of these)."""
+    short_lived = BrokerClient(serve_with(ticket_ttl_seconds=1).url, alice.token)
+    ticket = resumable_ticket(short_lived, noisy_png)
+    upload_id = ticket["upload_id"]
+    [part] = short_lived.part_urls(upload_id, [1]).json()["parts"]
+    chunk = noisy_png[: 8 * MiB]
+
+    longer = requests.put(part["url"], data=chunk + b"x", timeout=30)
+    assert (longer.status_code, b"SignatureDoesNotMatch" in longer.content) == (403, True)
+    forged = part["url"].replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    refused = requests.put(forged, data=chunk, headers=part["headers"], timeout=30)
+    assert (refused.status_code, b"SignatureDoesNotMatch" in refused.content) == (403, True)
+    time.sleep(2.1)
+    expired = requests.put(part["url"], data=chunk, headers=part["headers"], timeout=30)
+    assert (expired.status_code, b"Request has expired" in expired.content) == (403, True)
+
+    assert short_lived.stored_parts(upload_id).json()["parts"] == []  # none of them stored anything
