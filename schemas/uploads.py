@@ -112,7 +112,10 @@ class MediaInfo(BaseModel):
     bytes: int
     width: int | None = None
     height: int | None = None
+    duration_seconds: float | None = None
+    pages: int | None = None
     sha256: str
+    variants: list[str] | None = Field(default=None, description="names of the variants (GET /v1/media)")
 
 
 class UploadStatusResponse(BaseModel):

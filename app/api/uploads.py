@@ -99,7 +99,10 @@ def get_upload(upload_id: str) -> Response:
             bytes=upload.bytes,
             width=upload.width,
             height=upload.height,
+            duration_seconds=upload.duration_seconds,
+            pages=upload.pages,
             sha256=upload.sha256,
+            variants=[variant.name for variant in upload.variants] or None,
         )
     error = None
     if upload.error_code:
