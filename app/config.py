@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     video_cpu_seconds: int = Field(default=1800, ge=1)
     video_memory_bytes: int = Field(default=768 * 1024 * 1024, ge=64 * 1024 * 1024)
     video_codecs: Annotated[tuple[str, ...], NoDecode] = ("h264", "hevc")
+    # PDF: parsing a 500-page plan takes well under a second; a crafted object graph must not take minutes.
+    pdf_cpu_seconds: int = Field(default=30, ge=1)
+    pdf_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024)
+    pdf_max_pages: int = Field(default=500, ge=1)
 
     # --- HTTP hardening -------------------------------------------------------------------------------------
     # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.

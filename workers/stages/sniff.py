@@ -26,5 +26,7 @@ def sniff(path: Path, declared_type: str) -> str:
         return declared_type
     if actual != declared_type:
         found = actual or "unrecognised content"
-        raise Rejected(RejectionCode.TYPE_MISMATCH, f"declared {declared_type}, but the file is {found}")
+        # A document's refusal has its own code: the app tells the user "this is not a PDF".
+        code = RejectionCode.NOT_PDF if declared_type == "application/pdf" else RejectionCode.TYPE_MISMATCH
+        raise Rejected(code, f"declared {declared_type}, but the file is {found}")
     return actual
