@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal
+from app.domain.documents import DOCUMENT_KIND, attachment_disposition
 from app.domain.kinds import Visibility
 from app.domain.states import UploadStatus
 from app.models import Grant, Upload
@@ -61,7 +62,8 @@ def media_link(services: Services, upload: Upload, key: str | None = None) -> Me
         return MediaLink(services.storage.public_url(key), None)
     ttl = services.settings.private_url_ttl_seconds
     expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    return MediaLink(services.storage.presign_get(key, ttl), expires_at)
+    disposition = attachment_disposition(upload.filename) if upload.kind == DOCUMENT_KIND else None
+    return MediaLink(services.storage.presign_get(key, ttl, disposition), expires_at)
 
 
 def grant(session: Session, owner_id: str, viewer_id: str, relation: Relation) -> tuple[Grant, bool]:

@@ -10,7 +10,7 @@ from app.services import Services
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """The Flask app. Tests pass their own settings; processes read them from the environment."""
-    from app.api import events, grants, health, media, metrics, multipart, openapi, uploads
+    from app.api import documents, events, grants, health, media, metrics, multipart, openapi, uploads
     from app.api.edge import IdConverter, init_edge
     from app.api.errors import register_error_handlers
     from app.api.ratelimit import init_rate_limits
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         uploads.bp,
         multipart.bp,
         media.bp,
+        documents.bp,
         grants.bp,
         events.bp,
         health.bp,

@@ -62,6 +62,9 @@ class Upload(Base):
     declared_size: Mapped[int] = mapped_column(BigInteger)
     filename: Mapped[str | None] = mapped_column(String(255))
     context: Mapped[dict[str, str]] = mapped_column(default=dict)
+    # Documents: the owner's document this upload is a version of, and (from promotion) its version number.
+    document_id: Mapped[str | None] = mapped_column(String(64))
+    version: Mapped[int | None] = mapped_column(Integer)
     temp_key: Mapped[str] = mapped_column(String(512))
     ticket_expires_at: Mapped[datetime]
     # A resumable upload: the store's multipart upload at `temp_key`, cut in parts of `part_size` bytes.
@@ -104,6 +107,7 @@ class Upload(Base):
     __table_args__ = (
         Index("ix_uploads_owner_created", "owner_id", "created_at"),
         Index("ix_uploads_status_updated", "status", "updated_at"),
+        Index("ix_uploads_owner_document", "owner_id", "document_id"),
     )
 
 
@@ -120,6 +124,17 @@ class Variant(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
+
+
+class DocumentCounter(Base):
+    """The last version number handed out for one owner's document: versions are allocated here, one
+    conditional upsert at a time, so two uploads of the same document never get the same number."""
+
+    __tablename__ = "document_versions"
+
+    owner_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    document_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
 
 
 class Grant(Base):

@@ -96,9 +96,13 @@ class Storage:
             ExpiresIn=expires_in,
         )
 
-    def presign_get(self, key: str, expires_in: int) -> str:
+    def presign_get(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
+        """A GET link; `content_disposition` is signed into it and answered by the store as the header."""
+        params = {"Bucket": self.bucket, "Key": key}
+        if content_disposition:
+            params["ResponseContentDisposition"] = content_disposition
         return self.client.generate_presigned_url(  # type: ignore[no-any-return]
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            "get_object", Params=params, ExpiresIn=expires_in
         )
 
     def presign_upload_part(

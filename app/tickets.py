@@ -62,6 +62,7 @@ def issue_ticket(
         declared_size=request.size,
         filename=clean_filename(filename),
         context=plan.context,
+        document_id=plan.context.get("document_id"),
         temp_key=key,
         ticket_expires_at=now + timedelta(seconds=ttl),
         created_at=now,

@@ -148,9 +148,16 @@ class MediaResponse(BaseModel):
     height: int | None = None
     duration_seconds: float | None = None
     pages: int | None = None
+    document_id: str | None = None
+    version: int | None = None
     url: str
     url_expires_at: datetime | None = None
     variants: dict[str, VariantLink] | None = None
+
+
+class DocumentVersions(BaseModel):
+    document_id: str
+    versions: list[MediaResponse] = Field(description="ready versions, newest first")
 
 
 class MediaPage(BaseModel):

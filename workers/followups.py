@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_UPS: tuple[str, ...] = (
     "workers.hooks.start_food_recognition",  # food images → the nutrition service's recognition job
+    "app.avatars.supersede_older",  # a new avatar → the owner's previous one is superseded
 )
 
 

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from app import metrics
+from app.documents import allocate_version
+from app.domain.documents import DOCUMENT_KIND
 from app.domain.keys import final_key
 from app.domain.kinds import KINDS, Visibility, processing_for
 from app.domain.rejections import Rejected
@@ -103,20 +105,24 @@ def _process(services: Services, upload: Upload, context: dict[str, str]) -> Non
             },
         )
         metrics.job_stage("promote")
-        key = final_key(
-            upload.kind,
-            Visibility(upload.visibility),
-            upload.owner_id,
-            upload.id,
-            processed.main.extension,
-            upload.context,
-        )
+        key = _final_key(services, upload, processed.main.extension)
         stored = promote(services.storage, services.settings, upload, key, processed)
     _record_ready(services, upload, stored, processed)
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.
     _delete_temp(services, upload, context)
     run_follow_ups(services, upload)
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
+
+
+def _final_key(services: Services, upload: Upload, extension: str) -> str:
+    """The kind's key; a document's carries its version, allocated here, as late as possible, so only
+    uploads that passed every check take a number."""
+    context = dict(upload.context)
+    if upload.kind == DOCUMENT_KIND:
+        with services.db.session() as session:
+            context["version"] = str(allocate_version(session, upload))
+    visibility = Visibility(upload.visibility)
+    return final_key(upload.kind, visibility, upload.owner_id, upload.id, extension, context)
 
 
 def _record_ready(

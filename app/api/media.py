@@ -25,7 +25,7 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 
-def _wire(upload: Upload) -> MediaResponse:
+def media_wire(upload: Upload) -> MediaResponse:
     link = media_link(services(), upload)
     return MediaResponse(
         upload_id=upload.id,
@@ -36,6 +36,8 @@ def _wire(upload: Upload) -> MediaResponse:
         height=upload.height,
         duration_seconds=upload.duration_seconds,
         pages=upload.pages,
+        document_id=upload.document_id,
+        version=upload.version,
         url=link.url,
         url_expires_at=link.expires_at,
         variants={variant.name: _variant(upload, variant) for variant in upload.variants} or None,
@@ -61,7 +63,7 @@ def get_media(upload_id: str) -> Response:
         upload = get_upload(session, upload_id)
         if upload is None or not may_view(session, upload, viewer):
             raise not_found()
-    return jsonify(_wire(upload).model_dump(mode="json", exclude_none=True))
+    return jsonify(media_wire(upload).model_dump(mode="json", exclude_none=True))
 
 
 @bp.get("")
@@ -79,7 +81,7 @@ def list_media() -> Response:
         rows = list_ready_media(session, owner_id, frozenset(visibilities), kind, before, limit + 1)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(page[-1]) if more and page else None
-    body = MediaPage(items=[_wire(upload) for upload in page], next_cursor=next_cursor)
+    body = MediaPage(items=[media_wire(upload) for upload in page], next_cursor=next_cursor)
     return jsonify(body.model_dump(mode="json", exclude_none=True))
 
 

@@ -18,6 +18,7 @@ from schemas.uploads import (
     CompleteRequest,
     CompleteResponse,
     CreateUploadRequest,
+    DocumentVersions,
     MediaPage,
     MediaResponse,
     PartUrlsRequest,
@@ -109,6 +110,19 @@ OPERATIONS = (
         {204: None, 404: ErrorResponse, 409: ErrorResponse},
     ),
     Operation(
+        "get",
+        "/v1/documents/{document_id}",
+        "A document's ready versions, newest first (owner, or a user the owner granted access)",
+        {200: DocumentVersions, 404: ErrorResponse},
+        query=("owner",),
+    ),
+    Operation(
+        "get",
+        "/v1/users/{user_id}/avatar",
+        "A user's current avatar (any signed-in user)",
+        {200: MediaResponse, 404: ErrorResponse},
+    ),
+    Operation(
         "post",
         "/v1/grants",
         "Let a friend or trainer see your private media",
@@ -159,6 +173,12 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+# Path parameters are ids (UUIDs), except the owner's own document names.
+UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid"}
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "document_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+}
+
 # Query parameters as strict as the server reads them.
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "owner": {"type": "string", "format": "uuid"},
@@ -199,7 +219,7 @@ def _operation(op: Operation, ref_of: dict[type[BaseModel], Any]) -> dict[str, A
     if op.body is not None:
         spec["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[op.body]}}}
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+        {"name": name, "in": "path", "required": True, "schema": PATH_SCHEMAS.get(name, UUID_SCHEMA)}
         for name in _path_parameters(op.path)
     ] + [
         {

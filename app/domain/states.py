@@ -18,6 +18,7 @@ class UploadStatus(StrEnum):
     FAILED = "failed"  # transient errors exhausted retries; ops may retry
     EXPIRED = "expired"  # ticket expired with no object
     DELETED = "deleted"  # owner removed it
+    SUPERSEDED = "superseded"  # an avatar replaced by a newer one: object deleted, record kept
 
 
 S = UploadStatus
@@ -33,12 +34,13 @@ _SOURCES: dict[UploadStatus, frozenset[UploadStatus]] = {
     S.FAILED: frozenset({S.UPLOADED, S.PROCESSING}),
     S.EXPIRED: frozenset({S.PENDING}),
     # Deleting a pending upload cancels its ticket; a later event then finds nothing to do.
-    S.DELETED: frozenset({S.PENDING, S.READY, S.REJECTED, S.FAILED, S.EXPIRED}),
+    S.DELETED: frozenset({S.PENDING, S.READY, S.REJECTED, S.FAILED, S.EXPIRED, S.SUPERSEDED}),
+    S.SUPERSEDED: frozenset({S.READY}),
     # Only used to undo `uploaded` when the job could not be queued, so the sender's retry is not ignored.
     S.PENDING: frozenset({S.UPLOADED}),
 }
 
-TERMINAL = frozenset({S.READY, S.REJECTED, S.DELETED})
+TERMINAL = frozenset({S.READY, S.REJECTED, S.DELETED, S.SUPERSEDED})
 
 
 def sources_of(target: UploadStatus) -> frozenset[UploadStatus]:
