@@ -19,4 +19,6 @@ def attachment_disposition(filename: str | None) -> str:
     name = filename or _FALLBACK_NAME
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     fallback = "".join("_" if ch in '"\\' or not ch.isprintable() else ch for ch in ascii_name).strip()
-    return f"attachment; filename=\"{fallback or _FALLBACK_NAME}\"; filename*=UTF-8''{quote(name, safe='')}"
+    if not fallback.rsplit(".", 1)[0].strip():  # nothing of the name survives in ASCII
+        fallback = _FALLBACK_NAME
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

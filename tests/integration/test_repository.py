@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from app.db import Database
+from app.documents import allocate_version
 from app.domain.states import UploadStatus as S
 from app.models import Upload
 from app.repository import advance, get_upload
@@ -56,4 +57,28 @@ def test_only_one_of_many_concurrent_claims_wins(database_url):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(claim, range(16)))
     assert results.count(True) == 1
+    db.dispose()
+
+
+def test_concurrent_uploads_of_one_document_get_distinct_versions_and_a_retry_keeps_its_own(database_url):
+    db = Database(database_url)
+    owner = str(uuid.uuid4())
+    ids = [new_upload(db) for _ in range(12)]
+    with db.session() as session:
+        for upload_id in ids:
+            upload = get_upload(session, upload_id)
+            assert upload is not None
+            upload.kind, upload.owner_id, upload.document_id = "document", owner, "plan-1"
+
+    def allocate(upload_id: str) -> int:
+        with db.session() as session:
+            upload = get_upload(session, upload_id)
+            assert upload is not None
+            return allocate_version(session, upload)
+
+    with ThreadPoolExecutor(6) as pool:
+        versions = list(pool.map(allocate, ids))
+
+    assert sorted(versions) == list(range(1, 13))  # never the same number twice
+    assert allocate(ids[0]) == versions[0]  # a retried job reuses its number
     db.dispose()

@@ -94,3 +94,17 @@ def test_the_key_layout_refuses_segments_the_rules_did_not_allow() -> None:
 
 def test_context_ids_must_match_in_full() -> None:
     assert CONTEXT_ID.fullmatch("w1") and not CONTEXT_ID.fullmatch("w1\n")
+
+
+def test_document_links_download_under_the_original_name_whatever_its_characters():
+    from app.domain.documents import attachment_disposition
+
+    header = attachment_disposition('Plan "Woche 1" \u2013 Übungen.pdf')
+    assert header == (
+        'attachment; filename="Plan _Woche 1_  Ubungen.pdf"; '
+        "filename*=UTF-8''Plan%20%22Woche%201%22%20%E2%80%93%20%C3%9Cbungen.pdf"
+    )
+    assert (
+        attachment_disposition(None) == "attachment; filename=\"document.pdf\"; filename*=UTF-8''document.pdf"
+    )
+    assert attachment_disposition("训练计划.pdf").startswith('attachment; filename="document.pdf"; ')
