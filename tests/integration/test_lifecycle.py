@@ -184,7 +184,7 @@ def services_with(stack: Stack, **overrides: Any) -> Iterator[Services]:
         other.db.dispose()
 
 
-def stored_upload(client: BrokerClient, kind: str = "avatar", **extra: Any) -> str:
+def stored_upload(client: BrokerClient, kind: str = "food_image", **extra: Any) -> str:
     """Ticket + direct upload to the store; with no wiring, the upload stays `pending`."""
     upload_id = client.upload(kind, "image/jpeg", images.jpeg(640, 480), **extra)
     assert client.status(upload_id).json()["status"] == "pending"
