@@ -1,5 +1,5 @@
-"""The lifecycle sweeps: temp clean-up and reconcile. Plain functions of `Services`, run by RQ cron jobs
-(`workers.scheduled`) and by `broker cleanup-temp` / `broker reconcile` alike.
+"""The lifecycle sweeps: reconcile and recover here, temp clean-up in `workers.cleanup`. Plain functions of
+`Services`, run by RQ cron jobs (`workers.scheduled`) and by `broker cleanup-temp` / `broker reconcile` alike.
 
 Both sweeps are safe to run twice at once or to interrupt at any point: every state change is a conditional
 transition (`app.repository.advance`), uploads are queued through `app.intake.queue_upload` (the webhook's own
@@ -25,14 +25,11 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from sqlalchemy import select
 
-from app.domain.keys import upload_id_from_temp_key
 from app.domain.states import UploadStatus
 from app.intake import QueueUnavailable, enqueue_upload, queue_upload
 from app.models import Upload
 from app.queueing import processing_job_id, processing_queues
-from app.repository import advance
 from app.services import Services
-from app.storage import TempObject
 
 log = logging.getLogger(__name__)
 
@@ -91,95 +88,8 @@ class SweepReport:
         }
 
 
-# --- clean-up ---------------------------------------------------------------------------------------------
-def temp_keep_reason(status: str | None, status_since: datetime | None, cutoff: datetime) -> str | None:
-    """Why an old temp object must stay, or None when it is garbage. The rulebook of the clean-up:
-
-    - no record: the broker writes the record before it hands out the ticket, so nobody can ever need it;
-    - `ready`, `rejected`, `deleted`: the pipeline (or the owner's delete) meant to remove it and failed;
-    - `uploaded`, `processing`: work in flight — a queued or running job (or the reconcile re-queue of a
-      lost one) reads it; deleting it would turn a good upload into `missing_object`;
-    - `pending`, `expired`: the object arrived but its event was lost — reconcile queues it; deleting it
-      would lose the user's upload;
-    - `failed`: ops may retry, and the retry reads it; freed once the failure is older than the max age.
-    """
-    if status is None:
-        return None
-    match UploadStatus(status):
-        case S.UPLOADED | S.PROCESSING:
-            return "in_flight"
-        case S.PENDING | S.EXPIRED:
-            return "awaiting_reconcile"
-        case S.FAILED:
-            return "failed_recently" if status_since is None or status_since > cutoff else None
-        case _:
-            return None
-
-
-def cleanup(services: Services, older_than_seconds: int | None = None, dry_run: bool = False) -> SweepReport:
-    """Delete garbage `temp/` objects older than the max age, then expire stale tickets.
-
-    An object is judged by the record's state *now*, and the states that free an object (no record,
-    ready, rejected, deleted) can never lead back to work that reads it — so a state change racing the
-    sweep cannot make it delete something in use. `failed` can (an ops retry), hence its own grace period.
-    """
-    now = datetime.now(UTC)
-    max_age = services.settings.temp_max_age_seconds if older_than_seconds is None else older_than_seconds
-    cutoff = now - timedelta(seconds=max_age)
-    report = SweepReport("cleanup", dry_run, {"older_than_seconds": max_age})
-    stage = "cleanup_temp"
-    for page in services.storage.list_temp_pages():
-        old = [obj for obj in page if obj.last_modified <= cutoff]
-        report.count(stage, "kept_young", len(page) - len(old))
-        states = _states(services, (obj.upload_id for obj in old))
-        garbage: dict[str, TempObject] = {}
-        for obj in old:
-            status, since = states.get(obj.upload_id or "", (None, None))
-            reason = temp_keep_reason(status, since, cutoff)
-            if reason:
-                report.count(stage, f"kept_{reason}")
-            else:
-                garbage[obj.key] = obj
-        refused = {} if dry_run else services.storage.delete_many(list(garbage))
-        for key, obj in garbage.items():
-            if key in refused:
-                report.act(stage, "delete_failed", obj.upload_id, key, error=refused[key])
-            else:
-                report.act(stage, "would_delete" if dry_run else "deleted", obj.upload_id, key)
-    _abort_stale_multipart(services, report, now, cutoff)
-    _expire_tickets(services, report, now)
-    return report
-
-
-def _abort_stale_multipart(services: Services, report: SweepReport, now: datetime, cutoff: datetime) -> None:
-    """Abort resumable uploads nobody can finish: ticketed longer ago than the multipart TTL, cancelled,
-    expired or finished, or with no record at all (older than the max age: a ticket writes its record just
-    after creating the multipart upload). Their parts are invisible in listings but billed, so they must
-    not wait for the bucket's lifecycle rule.
-    """
-    stage = "abort_multipart"
-    ttl_cutoff = now - timedelta(seconds=services.settings.multipart_ttl_seconds)
-    uploads = list(services.storage.list_temp_multipart_uploads())
-    ids = sorted({upload_id for item in uploads if (upload_id := upload_id_from_temp_key(item.key))})
-    with services.db.session() as session:
-        rows = session.execute(select(Upload.id, Upload.status, Upload.created_at).where(Upload.id.in_(ids)))
-        records = {row.id: (row.status, _as_utc(row.created_at)) for row in rows}
-    for item in uploads:
-        upload_id = upload_id_from_temp_key(item.key)
-        status, ticketed = records.get(upload_id or "", (None, None))
-        if ticketed is None:
-            stale = item.initiated <= cutoff
-        else:
-            stale = ticketed <= ttl_cutoff or status != S.PENDING.value
-        if not stale:
-            report.count(stage, "kept_open")
-            continue
-        if not report.dry_run:
-            services.storage.abort_multipart(item.key, item.upload_id)
-        report.act(stage, "would_abort" if report.dry_run else "aborted", upload_id, item.key)
-
-
-def _states(services: Services, upload_ids: Iterable[str | None]) -> dict[str, tuple[str, datetime]]:
+# --- shared by the sweeps --------------------------------------------------------------------------------
+def upload_states(services: Services, upload_ids: Iterable[str | None]) -> dict[str, tuple[str, datetime]]:
     """Status and time of the last change of each known upload, in one query per page."""
     ids = sorted({upload_id for upload_id in upload_ids if upload_id})
     if not ids:
@@ -187,31 +97,6 @@ def _states(services: Services, upload_ids: Iterable[str | None]) -> dict[str, t
     with services.db.session() as session:
         rows = session.execute(select(Upload.id, Upload.status, Upload.updated_at).where(Upload.id.in_(ids)))
         return {row.id: (row.status, row.updated_at) for row in rows}
-
-
-def _expire_tickets(services: Services, report: SweepReport, now: datetime) -> None:
-    """`pending` past the ticket's expiry with no object → `expired` (frees the user's quota too).
-
-    If the object lands between the HEAD and the transition, nothing is lost: `expired` → `uploaded` is
-    allowed, for the late event and for reconcile alike.
-    """
-    stage = "expire_tickets"
-    with services.db.session() as session:
-        stale = session.execute(
-            select(Upload.id, Upload.temp_key).where(
-                Upload.status == S.PENDING.value, Upload.ticket_expires_at < now
-            )
-        ).all()
-    for upload_id, key in stale:
-        if services.storage.head(key) is not None:
-            report.count(stage, "kept_object_present")  # uploaded, event lost: reconcile's case
-            continue
-        if report.dry_run:
-            report.act(stage, "would_expire", upload_id, key)
-            continue
-        with services.db.session() as session:
-            moved = advance(session, upload_id, S.EXPIRED)
-        report.act(stage, "expired" if moved else "raced", upload_id, key)
 
 
 # --- reconcile --------------------------------------------------------------------------------------------
@@ -325,7 +210,7 @@ def _requeue_stuck(services: Services, report: SweepReport, stuck: datetime, los
                 report.count(stage, "kept_job_alive")
                 continue
             lost_job = job is None or (job_status == JobStatus.FAILED and _abandoned(job))
-            if _as_utc(updated_at) > (lost if lost_job else stuck):
+            if as_utc(updated_at) > (lost if lost_job else stuck):
                 report.count(stage, "kept_young")
                 continue
             previous = {"previous_job": job_status.value if job_status else "none"}
@@ -350,7 +235,7 @@ def _abandoned(job: Job) -> bool:
     return _ABANDONED in ((result.exc_string if result else None) or job._exc_info or "")
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes (stored as UTC)."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -361,7 +246,7 @@ def _queue_unreported(services: Services, report: SweepReport, cutoff: datetime)
     for page in services.storage.list_temp_pages():
         old = [obj for obj in page if obj.last_modified <= cutoff]
         report.count(stage, "kept_young", len(page) - len(old))
-        states = _states(services, (obj.upload_id for obj in old))
+        states = upload_states(services, (obj.upload_id for obj in old))
         for obj in old:
             upload_id = obj.upload_id or ""
             status, _ = states.get(upload_id, (None, None))

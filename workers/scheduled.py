@@ -24,7 +24,7 @@ from rq.cron import CronJob, CronScheduler
 from app.config import Settings
 from app.queueing import redis_connection
 from app.services import Services
-from workers import lifecycle
+from workers import cleanup, lifecycle
 from workers.context import current_services
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,12 @@ FAILURE_TTL = 14 * 24 * 3600  # as for processing jobs: failures stay inspectabl
 
 
 def cleanup_temp(older_than_seconds: int | None = None, dry_run: bool = False) -> dict[str, Any]:
-    """Delete garbage temp objects and expire stale tickets (see `workers.lifecycle.cleanup`)."""
+    """Delete garbage temp objects and expire stale tickets (see `workers.cleanup.cleanup`)."""
     services = current_services()
     with _exclusive(services, "cleanup", CLEANUP.timeout_seconds, dry_run) as acquired:
         if not acquired:
             return _skipped("cleanup")
-        return lifecycle.cleanup(services, older_than_seconds, dry_run).as_dict()
+        return cleanup.cleanup(services, older_than_seconds, dry_run).as_dict()
 
 
 def reconcile(dry_run: bool = False) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from app.repository import advance, get_upload
 from app.services import Services
 from tests import images
 from tests.support import REPO, BrokerClient, ServedApp, own_queues, settings_env
-from workers import context, lifecycle
+from workers import cleanup, context, lifecycle
 from workers.hooks import food_recognition_job_id
 
 S = UploadStatus
@@ -282,17 +282,17 @@ def test_cleanup_frees_garbage_and_stale_tickets_and_keeps_work_in_flight(stack:
     stack.age_ticket(stale_ticket)
     fresh_ticket = ticket_only(alice)
 
-    dry = lifecycle.cleanup(stack.services, older_than_seconds=0, dry_run=True)
+    dry = cleanup.cleanup(stack.services, older_than_seconds=0, dry_run=True)
     assert acted(dry, "would_delete") == {done, orphan.removeprefix("temp/")}
     assert acted(dry, "would_expire") == {stale_ticket}
     assert stack.temp_exists(done) and alice.status(stale_ticket).json()["status"] == "pending"
 
-    young = lifecycle.cleanup(stack.services)  # default: 24 h
+    young = cleanup.cleanup(stack.services)  # default: 24 h
     assert young.counts["cleanup_temp"] == {"kept_young": 5}
     assert acted(young, "expired") == {stale_ticket}
     assert young.counts["expire_tickets"]["kept_object_present"] == 1
 
-    old = lifecycle.cleanup(stack.services, older_than_seconds=0)
+    old = cleanup.cleanup(stack.services, older_than_seconds=0)
 
     assert acted(old, "deleted") == {done, orphan.removeprefix("temp/")}
     assert old.counts["cleanup_temp"] == {"deleted": 2, "kept_in_flight": 2, "kept_awaiting_reconcile": 1}
@@ -329,7 +329,7 @@ CUTOFF = NOW - timedelta(hours=24)
     ],
 )
 def test_which_old_temp_objects_are_kept(status, since, kept_because):
-    assert lifecycle.temp_keep_reason(status, since, CUTOFF) == kept_because
+    assert cleanup.temp_keep_reason(status, since, CUTOFF) == kept_because
 
 
 # --- (4) the food-recognition hook --------------------------------------------------------------------------

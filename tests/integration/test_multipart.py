@@ -15,7 +15,7 @@ from PIL import Image
 from app.domain.multipart import MiB, plan_parts
 from app.services import Services
 from tests.support import BrokerClient
-from workers.lifecycle import cleanup
+from workers.cleanup import cleanup
 
 PHOTO = {"kind": "workout_photo", "context": {"workout_id": "w-resume"}}
 
