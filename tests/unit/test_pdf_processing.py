@@ -1,0 +1,136 @@
+"""The PDF processor through `process`, so every file goes through the sandbox as it does in the worker."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.domain.kinds import KINDS
+from app.domain.rejections import Rejected, RejectionCode
+from tests import pdfs
+from workers.processing import pdf
+from workers.processing.outputs import Processed
+
+SETTINGS = Settings()
+
+
+def _process(tmp_path: Path, data: bytes) -> Processed:
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    return pdf.process(source, "application/pdf", KINDS["document"], SETTINGS, tmp_path)
+
+
+def _refusal(tmp_path: Path, data: bytes) -> Rejected:
+    with pytest.raises(Rejected) as refused:
+        _process(tmp_path, data)
+    return refused.value
+
+
+def test_a_plan_is_stored_byte_for_byte_with_its_page_count(tmp_path: Path):
+    data = pdfs.plan(3)
+    processed = _process(tmp_path, data)
+
+    assert processed.pages == 3
+    assert processed.main.path == tmp_path / "document.pdf"
+    assert (processed.main.content_type, processed.main.extension) == ("application/pdf", "pdf")
+    assert processed.variants == {}
+    assert hashlib.sha256(processed.main.path.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (tmp_path / "source").read_bytes() == data  # the upload itself is untouched
+
+
+def test_a_damaged_xref_that_viewers_repair_is_accepted(tmp_path: Path):
+    """Lenient parsing: every offset is wrong, as after a careless edit; every viewer opens it."""
+    data = pdfs.shifted_offsets()
+    processed = _process(tmp_path, data)
+    assert processed.pages == 3
+    assert processed.main.path.read_bytes() == data
+
+
+@pytest.mark.parametrize("user_password", ["", "secret"])
+def test_encrypted_files_are_refused_even_with_an_empty_password(tmp_path: Path, user_password: str):
+    assert _refusal(tmp_path, pdfs.encrypted(user_password)).code is RejectionCode.PDF_ENCRYPTED
+
+
+# Files are made inside the test (ids name them): as parameters, their bytes would become the test ids.
+ACTIVE = {
+    "document-javascript": pdfs.document_javascript,
+    "open-action-javascript": lambda: pdfs.open_action(pdfs.action("/JavaScript", "/JS", "app.alert(1)")),
+    "page-open-javascript": pdfs.page_javascript,
+    "link-javascript": lambda: pdfs.link_action(pdfs.action("/JavaScript", "/JS", "app.alert(1)")),
+    "form-field-javascript": pdfs.form_field_javascript,
+    "javascript-in-object-stream": pdfs.hidden_javascript,
+    "javascript-the-xref-misplaces": pdfs.misindexed_javascript,
+    "javascript-the-xref-marks-free": pdfs.orphan_javascript,
+    "escaped-name-javascript": lambda: pdfs.raw_pdf(
+        {4: b"<< /S /J#61vaScript /J#53 (app.alert\\(1\\)) >>"},
+        catalog=b"<< /Type /Catalog /Pages 2 0 R /OpenAction 4 0 R >>",
+    ),
+    "embedded-file": pdfs.attachment,
+    "file-attachment-annotation": pdfs.file_attachment_annotation,
+    "launch-on-open": lambda: pdfs.open_action(pdfs.action("/Launch", "/F", "calc.exe")),
+    "launch-link": lambda: pdfs.link_action(pdfs.action("/Launch", "/F", "calc.exe")),
+    "remote-go-to": lambda: pdfs.link_action(pdfs.action("/GoToR", "/F", "\\\\evil\\share\\plan.pdf")),
+    "file-uri": lambda: pdfs.link_action(pdfs.action("/URI", "/URI", "file:///C:/Windows/System32/calc.exe")),
+    "javascript-uri": lambda: pdfs.link_action(pdfs.action("/URI", "/URI", " JavaScript:alert(1)")),
+    "relative-uri": lambda: pdfs.link_action(pdfs.action("/URI", "/URI", "setup.exe")),
+    "web-address-on-open": lambda: pdfs.open_action(pdfs.action("/URI", "/URI", "https://tracker.example/o")),
+}
+
+
+@pytest.mark.parametrize("name", ACTIVE)
+def test_active_content_is_refused(tmp_path: Path, name: str):
+    assert _refusal(tmp_path, ACTIVE[name]()).code is RejectionCode.PDF_ACTIVE_CONTENT
+
+
+PASSIVE = {
+    "web-link": lambda: pdfs.link_action(pdfs.action("/URI", "/URI", "https://example.com/squats")),
+    "mail-link": lambda: pdfs.link_action(pdfs.action("/URI", "/URI", "mailto:coach@example.com")),
+    "looping-go-to-actions-on-page-open": pdfs.cyclic_action_chain,
+}
+
+
+@pytest.mark.parametrize("name", PASSIVE)
+def test_links_and_navigation_are_not_active_content(tmp_path: Path, name: str):
+    assert _process(tmp_path, PASSIVE[name]()).pages >= 1
+
+
+def test_other_files_are_not_pdf(tmp_path: Path):
+    assert _refusal(tmp_path, pdfs.html()).code is RejectionCode.NOT_PDF
+    assert _refusal(tmp_path, b"\n" * 2000 + pdfs.plan()).code is RejectionCode.NOT_PDF
+    assert _process(tmp_path, b"\n" * 100 + pdfs.plan()).pages == 3  # where viewers still find the header
+
+
+def test_unreadable_pdfs_are_corrupt(tmp_path: Path):
+    assert _refusal(tmp_path, pdfs.truncated()).code is RejectionCode.CORRUPT
+    assert _refusal(tmp_path, b"%PDF-1.7\n" + b"garbage " * 200 + b"\n%%EOF\n").code is RejectionCode.CORRUPT
+    assert _refusal(tmp_path, pdfs.cyclic_page_tree()).code is RejectionCode.CORRUPT
+
+
+def test_at_most_500_pages(tmp_path: Path):
+    assert _process(tmp_path, pdfs.blank_pages(500)).pages == 500
+    assert _refusal(tmp_path, pdfs.blank_pages(501)).code is RejectionCode.PDF_TOO_MANY_PAGES
+    # The declared /Count is only a first check: the pages are counted too.
+    assert _refusal(tmp_path, pdfs.understated_count(501)).code is RejectionCode.PDF_TOO_MANY_PAGES
+
+
+def test_cyclic_object_graphs_are_inspected_once(tmp_path: Path):
+    started = time.monotonic()
+    assert _process(tmp_path, pdfs.cyclic_arrays(2000)).pages == 3
+    assert time.monotonic() - started < 5
+
+
+def test_nesting_too_deep_is_too_complex(tmp_path: Path):
+    assert _process(tmp_path, pdfs.deeply_nested(50)).pages == 1
+    assert _refusal(tmp_path, pdfs.deeply_nested(100_000)).code is RejectionCode.TOO_COMPLEX
+
+
+def test_too_many_objects_is_too_complex_before_they_are_parsed(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(pdf, "MAX_OBJECTS", 1000)  # the child is forked: it inherits the patch
+    assert _process(tmp_path, pdfs.object_flood(990)).pages == 1
+    started = time.monotonic()
+    assert _refusal(tmp_path, pdfs.object_flood(1000)).code is RejectionCode.TOO_COMPLEX
+    assert time.monotonic() - started < 2
