@@ -79,6 +79,6 @@ KINDS: dict[str, MediaKind] = {
             max_duration_seconds=5 * 60,
             enabled=False,
         ),
-        MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",), enabled=False),
+        MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",)),
     )
 }

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from app.config import Settings
 from app.domain.kinds import MediaKind, Processing
-from workers.processing import image
+from workers.processing import image, pdf
 from workers.processing.outputs import Processed
 
 
@@ -28,6 +28,7 @@ class ProcessingNotAvailable(Exception):
 
 PROCESSORS: dict[Processing, Processor] = {
     Processing.IMAGE: image.process,
+    Processing.PDF: pdf.process,
 }
 
 
