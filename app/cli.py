@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from app.cli_lifecycle import register_lifecycle_commands
 from app.cli_ops import register_ops_commands
+from app.cli_upload import register_upload_commands
 from app.config import get_settings, settings_error_line
 from app.logging_setup import configure_logging
 
@@ -138,6 +139,7 @@ def dev(port: int) -> None:
 # Operations commands live beside the code they drive.
 register_ops_commands(main)
 register_lifecycle_commands(main)
+register_upload_commands(main)
 
 if __name__ == "__main__":
     main()
