@@ -80,7 +80,8 @@ def run_dev(port: int) -> int:
         wire_notifications(local, settings.s3_bucket, topic_arn, f"{api_url}/v1/events/s3")
         children.append(ManagedProcess("worker", python_module("app.cli", "worker"), LOGS, env))
         children.append(ManagedProcess("scheduler", python_module("app.cli", "scheduler"), LOGS, env))
-        dev_env = write_dev_env(env)
+        # Not a setting of the service: where `broker upload` in a second shell finds this stack's API.
+        dev_env = write_dev_env({**env, "BROKER_API_URL": api_url})
         jwt_secret = effective_env(env).get("BROKER_JWT_SECRET")
         _banner(api_url, mint_token(jwt_secret, DEV_USER) if jwt_secret else None, local.s3_url, dev_env)
         return _supervise(children)
@@ -122,6 +123,7 @@ Try it:  export TOKEN={token}
          curl -s -X POST {api_url}/v1/uploads -H "Authorization: Bearer $TOKEN" \\
               -H 'Content-Type: application/json' \\
               -d '{{"kind": "avatar", "content_type": "image/jpeg", "size": 123456}}'
+    or:  set -a; . {dev_env}; set +a; broker upload photo.jpg --kind avatar
 Ctrl-C stops everything.
 """
     )
