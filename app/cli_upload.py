@@ -25,7 +25,6 @@ from app.client.parts import NotTheSameFile, RetryPolicy
 from app.client.progress import byte_bar
 from app.client.transfer import StoreRefused, TransferLost
 from app.config import get_settings
-from app.devstack.dev import DEV_USER
 
 DEFAULT_API = "http://127.0.0.1:8000"
 DEV_TOKEN_TTL = timedelta(hours=1)
@@ -140,6 +139,8 @@ def _token(token: str | None, user: uuid.UUID | None) -> str:
         raise click.UsageError(
             "no token: give --token or set BROKER_TOKEN (next to `broker dev`: set -a; . var/dev.env; set +a)"
         )
+    from app.devstack.dev import DEV_USER  # only when minting: the dev stack's wiring is not the client's
+
     return mint_token(secret, str(user or DEV_USER), ttl=DEV_TOKEN_TTL)
 
 
@@ -239,6 +240,8 @@ def _summary(result: Result) -> str:
     if media.pages is not None:
         facts.append(f"{media.pages} pages")
     lines = [head, "  " + ", ".join(facts)]
+    if result.media and result.media.document_id:
+        lines.append(f"  document {result.media.document_id}, version {result.media.version}")
     if result.media:
         expiry = result.media.url_expires_at
         lines.append(f"  link {result.media.url}" + (f"  (until {expiry:%H:%M:%S %Z})" if expiry else ""))
