@@ -207,7 +207,11 @@ class Report:
 
     def timed_out(self, waited: WaitTimedOut, seconds: int) -> int:
         status = waited.status.status if waited.status else "unknown"
-        self.error("timed_out", f"upload {self.state.upload_id} is still {status} after {seconds} s")
+        upload_id = self.state.upload_id
+        later = self.resume_hint.format(upload_id=upload_id)
+        self.error(
+            "timed_out", f"upload {upload_id} is still {status} after {seconds} s; see it later with: {later}"
+        )
         return Exit.TIMED_OUT
 
     def _transfer(self) -> dict[str, Any]:
