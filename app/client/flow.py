@@ -142,11 +142,9 @@ class Uploader:
     ) -> None:
         if file.size != plan.size:
             raise NotTheSameFile(f"the file is {file.size} bytes now, the upload {plan.size}")
-        self.state.method, self.state.phase, self.state.part_count = (
-            "MULTIPART",
-            Phase.TRANSFER,
-            plan.part_count,
-        )
+        self.state.method = "MULTIPART"
+        self.state.phase = Phase.TRANSFER
+        self.state.part_count = plan.part_count
         self._etags = dict(etags)
         urls = PartUrls(lambda window: self.api.part_urls(parts_url, window), numbers)
         already = plan.size - sum(plan.part_length(number) for number in numbers)
