@@ -1,0 +1,97 @@
+"""The video processor: a phone video becomes a metadata-free MP4, a poster and, where needed, a 720p H.264.
+
+In the order DESIGN.md gives ("Video processing"), all inside one limited child process (`workers.sandbox`):
+
+1. Probe (`video_probe`): the first box must be MP4/QuickTime (`type_mismatch`); only FFmpeg's MP4/QuickTime
+   demuxer reads the headers (`corrupt` if they do not parse or the samples run past the end of the file);
+   then a video track (`no_video_stream`) in an allowed codec (`unsupported_codec`), no longer than the
+   kind's limit by any header or the sample table (`video_too_long`), no frame over 3840x2160 in either
+   orientation (`video_too_large`). Nothing is decoded before these checks pass.
+2. One streaming pass (`video_render`): the main file remuxed (packets copied, not re-encoded) with
+   `faststart` and no metadata but what playback needs; a 720p H.264 + AAC rendition when the source is
+   larger than 1280 px or not H.264 (HEVC plays in few browsers); the poster frame about 1 s in. Frame sizes
+   and packet times are checked again as they come, so a header that lied ends in the same rejections.
+3. The poster goes through the image stage (`workers.stages.image`: at most 1200 px, JPEG q85, no
+   metadata) from a lossless PNG of the upright frame.
+
+Sizes are recorded upright (a portrait phone video stores landscape frames and a 90 degree display matrix).
+`bench/videos.py` measures the whole processor against the ffmpeg command line doing the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.domain.kinds import MediaKind
+from workers.processing.outputs import OutputFile, Processed
+from workers.processing.video_probe import open_source, probe
+from workers.processing.video_render import Encoding, render
+from workers.sandbox import ProcessLimits, run_limited
+from workers.stages.image import ImageRules, write_image
+
+# x264's `veryfast` at CRF 23 (its default quality): a 720p rendition of a 1080p phone clip at ~1.5x real
+# time per core and ~1.5 Mb/s for a typical workout scene; `medium` is ~2.5x slower for ~10% fewer bytes.
+RENDITION_PRESET = "veryfast"
+RENDITION_CRF = 23
+# Decoder, scaler and x264 threads. A worker runs one video at a time on (at least) two cores; "one per core"
+# on a big host would multiply the decoder's frame buffers (4K HEVC: ~25 MB each) against the memory limit.
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class VideoRules:
+    """Limits and outputs for one kind of video; the defaults are the design's."""
+
+    allowed_codecs: frozenset[str] = frozenset({"h264", "hevc"})
+    max_duration_seconds: float = 600
+    # A frame larger than 3840x2160 in either orientation (4K UHD, the most phones record) is refused.
+    max_width: int = 3840
+    max_height: int = 2160
+    rendition_long_side: int = 1280
+    poster: ImageRules = field(default_factory=ImageRules)
+    preset: str = RENDITION_PRESET
+    crf: int = RENDITION_CRF
+    threads: int = THREADS
+
+
+def process_video(source: Path, workdir: Path, rules: VideoRules) -> dict[str, Any]:
+    """Probe the upload at `source` and write its outputs in `workdir`; the `Processed` as JSON.
+
+    Runs inside `workers.sandbox.run_limited`. Raises `Rejected` for content that must not be promoted.
+    """
+    max_frame = (rules.max_width, rules.max_height)
+    encoding = Encoding(rules.rendition_long_side, rules.preset, rules.crf, rules.threads)
+    with open_source(source, rules.max_width * rules.max_height) as container:
+        probed = probe(
+            container, source.stat().st_size, rules.allowed_codecs, rules.max_duration_seconds, max_frame
+        )
+        rendered = render(container, probed, workdir, encoding, rules.max_duration_seconds, max_frame)
+    poster = _write_poster(rendered.poster, workdir, rules.poster)
+    variants = {"poster": poster}
+    if rendered.rendition is not None:
+        variants["720p"] = OutputFile(workdir / "720p.mp4", "video/mp4", "mp4", *rendered.rendition)
+    main = OutputFile(workdir / "video.mp4", "video/mp4", "mp4", rendered.width, rendered.height)
+    return Processed(main, variants, duration_seconds=rendered.duration_seconds).to_json()
+
+
+def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
+    """The worker's entry point: `process_video` in a child process under the video limits."""
+    rules = VideoRules(allowed_codecs=frozenset(settings.video_codecs))
+    if kind.max_duration_seconds is not None:
+        rules = VideoRules(rules.allowed_codecs, max_duration_seconds=kind.max_duration_seconds)
+    limits = ProcessLimits(cpu_seconds=settings.video_cpu_seconds, memory_bytes=settings.video_memory_bytes)
+    result = run_limited(process_video, source, workdir, rules, limits=limits)
+    return Processed.from_json(result, workdir)
+
+
+def _write_poster(frame_png: Path, workdir: Path, rules: ImageRules) -> OutputFile:
+    """The poster frame through the image rules (at most 1200 px, JPEG q85, no metadata)."""
+    output = workdir / "poster.jpg"
+    try:
+        size = write_image(frame_png, "image/png", rules, output)
+    finally:
+        frame_png.unlink(missing_ok=True)
+    return OutputFile(output, "image/jpeg", "jpg", size["width"], size["height"])
