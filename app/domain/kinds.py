@@ -66,7 +66,6 @@ KINDS: dict[str, MediaKind] = {
             Visibility.PRIVATE,
             ("workout_id",),
             max_duration_seconds=10 * 60,
-            enabled=False,
         ),
         MediaKind("food_image", IMAGE_TYPES, 10 * MiB, Visibility.PUBLIC),
         MediaKind(
@@ -77,7 +76,6 @@ KINDS: dict[str, MediaKind] = {
             ("exercise_id",),
             staff_only=True,
             max_duration_seconds=5 * 60,
-            enabled=False,
         ),
         MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",)),
     )

@@ -98,9 +98,8 @@ def test_staff_only_kinds_are_forbidden_to_others(api):
     member = client_for(api).request_ticket("exercise_demo", "image/jpeg", 10, **body)
     assert member.status_code == 403
     assert member.json()["error"]["code"] == "forbidden_kind"
-    # Staff pass the role check; exercise demos then wait for video processing (a later issue).
     staff = client_for(api, roles=["staff"]).request_ticket("exercise_demo", "image/jpeg", 10, **body)
-    assert staff.status_code == 422
+    assert staff.status_code == 201
 
 
 def test_unknown_routes_and_methods_answer_json(api):

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from app.config import Settings
 from app.domain.kinds import MediaKind, Processing
-from workers.processing import image, pdf
+from workers.processing import image, pdf, video
 from workers.processing.outputs import Processed
 
 
@@ -29,6 +29,7 @@ class ProcessingNotAvailable(Exception):
 PROCESSORS: dict[Processing, Processor] = {
     Processing.IMAGE: image.process,
     Processing.PDF: pdf.process,
+    Processing.VIDEO: video.process,
 }
 
 
