@@ -1,6 +1,7 @@
 """`broker upload`, the reference client, run as a user runs it (a subprocess) against the API over HTTP and
-the local store: a photo by POST, a multipart upload whose connection stalls (Ctrl-C) or drops (retries run
-out) and that the printed command resumes with only the missing parts, an API refusal, a rejected upload.
+the local store: a photo by POST, a 40 MB workout video whose connection stalls midway (Ctrl-C) and a photo
+whose connection drops (retries run out), each resumed by the printed command with only the missing parts,
+an API refusal, a rejected upload.
 
 The connection to the store runs through `StoreLink`, a TCP relay on loopback playing the phone's network:
 the broker under test presigns part URLs for the relay's address, so every part PUT crosses it, and it can
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import av
 import pytest
 from PIL import Image
 
@@ -29,6 +31,7 @@ from app.domain.multipart import MiB
 from tests.support import BrokerClient, settings_env
 
 PHOTO_ARGS = ["--kind", "workout_photo", "--context", "workout_id=w-cli"]
+VIDEO_ARGS = ["--kind", "workout_video", "--context", "workout_id=w-cli"]
 BUDGET = 8 * MiB + 256 * 1024  # part 1 (8 MiB) and the small requests around it; part 2 starts past it
 PART_PUT = re.compile(rb"PUT /[^ ]*[?&]partNumber=(\d+)[& ]")
 
@@ -160,6 +163,23 @@ def noisy_png(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def workout_video(tmp_path_factory) -> Path:
+    """A real ~41 MB H.264 workout video (lossless noise, so it is big in a second): five 8 MiB parts."""
+    path = tmp_path_factory.mktemp("video") / "deadlift.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"preset": "ultrafast", "crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        for index in range(96):
+            noise = Image.frombytes("RGB", (640, 360), os.urandom(640 * 360 * 3))
+            frame = av.VideoFrame.from_image(noise).reformat(format="yuv420p")
+            frame.pts = index
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert 40_000_000 <= path.stat().st_size <= 40 * MiB
+    return path
+
+
 def test_a_photo_goes_by_post_and_the_result_is_printed_as_json(upload_cli, tmp_path, drain):
     photo = tmp_path / "bench press.jpg"
     gradient = Image.linear_gradient("L").resize((1600, 1200)).convert("RGB")
@@ -175,12 +195,12 @@ def test_a_photo_goes_by_post_and_the_result_is_printed_as_json(upload_cli, tmp_
     assert document["transfer"]["method"] == "POST"
 
 
-def test_a_stalled_multipart_upload_stopped_with_ctrl_c_is_resumed_with_only_the_missing_part(
-    upload_cli, noisy_png, serve_with, local_s3, alice, drain
+def test_a_40_mb_video_stalled_midway_and_stopped_with_ctrl_c_is_resumed_with_only_the_missing_parts(
+    upload_cli, workout_video, serve_with, local_s3, alice, drain
 ):
     link = StoreLink(local_s3.s3_url, budget=BUDGET)
     broker = serve_with(s3_endpoint_url=link.url)  # presigns part URLs for the link's address
-    run = upload_cli(str(noisy_png), *PHOTO_ARGS, "--resumable", "--parallel", "1", api_url=broker.url)
+    run = upload_cli(str(workout_video), *VIDEO_ARGS, "--parallel", "1", api_url=broker.url)
     upload_id = run.upload_id()
     listed = wait_for_parts(alice, upload_id)
     wait_until(lambda: 2 in link.parts_put)  # part 2 is on its way, over a link that has stalled: Ctrl-C
@@ -190,24 +210,27 @@ def test_a_stalled_multipart_upload_stopped_with_ctrl_c_is_resumed_with_only_the
     assert listed == [(1, 8 * MiB)]
     assert link.parts_put == [1, 2]
     resume_line = run.err_lines[-1]
-    assert f"1 of 2 parts of upload {upload_id} are stored; resume with: broker upload" in resume_line
+    assert f"1 of 5 parts of upload {upload_id} are stored; resume with: broker upload" in resume_line
 
     link.budget = None  # the connection is back
     command = shlex.split(resume_line.split("resume with: ", 1)[1])
     assert command[:2] == ["broker", "upload"] and command[-2:] == ["--resume", upload_id]
     resumed = upload_cli(*command[2:], "--json", api_url=broker.url)
     assert resumed.finish(drain) == 0, resumed.err
-    assert link.parts_put == [1, 2, 2]  # part 1 was not sent again
-    assert f"resuming upload {upload_id}: parts 1 in the store, sending 2" in resumed.err
+    assert link.parts_put.count(1) == 1  # part 1 was not sent again
+    assert sorted(link.parts_put[2:]) == [2, 3, 4, 5]
+    assert f"resuming upload {upload_id}: parts 1 in the store, sending 2-5" in resumed.err
     document = resumed.document()
     assert (document["upload_id"], document["status"]) == (upload_id, "ready")
     assert document["transfer"] == {
         "method": "MULTIPART",
-        "part_count": 2,
-        "parts_sent": [2],
+        "part_count": 5,
+        "parts_sent": [2, 3, 4, 5],
         "parts_reused": [1],
     }
-    assert (document["media"]["width"], document["media"]["height"]) == (1200, 1200)
+    assert document["media"]["content_type"] == "video/mp4"
+    assert (document["media"]["width"], document["media"]["height"]) == (640, 360)
+    assert document["media"]["duration_seconds"] == pytest.approx(3.2, abs=0.1)
     link.close()
 
 
