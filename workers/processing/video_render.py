@@ -37,7 +37,7 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 from app.domain.rejections import Rejected, RejectionCode
-from workers.processing.video_probe import AUDIO_COPIED, Probe, check_frame_size
+from workers.processing.video_probe import AUDIO_COPIED, Probe, check_frame_size, decoder_options
 
 # `faststart`: the sample table goes before the media data, so a browser starts playing before the whole file
 # is downloaded. `bitexact`: not even the muxer's own name and a creation time are written.
@@ -64,6 +64,7 @@ class Encoding:
     long_side: int
     preset: str
     crf: int
+    x264_params: str
     threads: int  # FFmpeg's decoder, scaler and x264 threads (0: one per core, and more)
 
 
@@ -74,7 +75,7 @@ class Rendered:
     width: int
     height: int
     duration_seconds: float
-    poster: Path  # the upright frame as a lossless PNG
+    poster: VideoFrame  # as decoded: see `upright_picture`
     rendition: tuple[int, int] | None  # its size, when one was made
 
 
@@ -106,9 +107,9 @@ def render(
     decoder = probe.video.codec_context
     decoder.thread_type = "AUTO"  # frame threads: phone videos are rarely coded in slices
     decoder.thread_count = encoding.threads
-    # decoder.options = {"max_pixels": str(max_frame[0] * max_frame[1])}
+    decoder.options = decoder_options(max_frame)
     clock = _Clock(max_seconds + _DURATION_SLACK_SECONDS)
-    poster = _PosterPicker(workdir / "poster-frame.png")
+    poster = _PosterPicker()
     audio_in = _AudioInput(probe.audio)
     main = _Mp4(workdir / "video.mp4", probe.video, audio_in)
     rendition = _Rendition(workdir / "720p.mp4", probe.video, audio_in, encoding) if needs_rendition else None
@@ -120,14 +121,11 @@ def render(
             clock.tick(packet)
             if packet.stream is probe.video:
                 if rendition is not None or poster.wanted:
-                    for frame in _decode(decoder, packet):
-                        rotation = quarter_turns(frame)
-                        _on_frame(frame, max_frame, poster, rendition)
+                    rotation = _feed(decoder, packet, max_frame, poster, rendition, rotation)
                 main.mux_video(packet)
             else:
                 audio_in.feed(packet, outputs)
-        for frame in _decode(decoder, None):
-            _on_frame(frame, max_frame, poster, rendition)
+        _feed(decoder, None, max_frame, poster, rendition, rotation)
         audio_in.feed(None, outputs)
         if rendition is not None:
             rendition.finish()
@@ -139,16 +137,26 @@ def render(
         raise
     width, height = upright_size(probe.width, probe.height, rotation)
     size = rendition.size if rendition is not None else None
-    return Rendered(width, height, clock.seconds, poster.picture(), size)
+    return Rendered(width, height, clock.seconds, poster.frame(), size)
 
 
-def _on_frame(
-    frame: VideoFrame, max_frame: tuple[int, int], poster: _PosterPicker, rendition: _Rendition | None
-) -> None:
-    check_frame_size(frame.width, frame.height, max_frame)  # the codec may disagree with the headers
-    poster.offer(frame)
-    if rendition is not None:
-        rendition.encode(frame)
+def _feed(
+    decoder: av.CodecContext,
+    packet: Packet | None,
+    max_frame: tuple[int, int],
+    poster: _PosterPicker,
+    rendition: _Rendition | None,
+    rotation: int,
+) -> int:
+    """Decode `packet` (None: flush) and pass its frames on; returns the frames' rotation. (A function, so
+    that no frame outlives its use in a local variable: each one held is a buffer more in the pool.)"""
+    for frame in _decode(decoder, packet):
+        check_frame_size(frame.width, frame.height, max_frame)  # the codec may disagree with the headers
+        rotation = quarter_turns(frame)
+        poster.offer(frame)
+        if rendition is not None:
+            rendition.encode(frame)
+    return rotation
 
 
 def _demux(container: InputContainer, streams: list[Stream]) -> Iterator[Packet]:
@@ -194,35 +202,38 @@ class _Clock:
 
 
 class _PosterPicker:
-    """Keeps the first frame until one about `POSTER_SECONDS` after it arrives, and saves the chosen one
-    upright as a PNG right away (a 4K RGB picture held to the end would be 25 MB more at the peak)."""
+    """Keeps the first frame until one about `POSTER_SECONDS` after it arrives. The chosen frame is kept as
+    decoded (4:2:0 is half the bytes of RGB) and made a picture after the pass, when x264's and the decoder's
+    buffers are gone: the pass's peak memory is then the codecs' alone."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.first: VideoFrame | None = None
-        self.wanted = True
+        self.chosen: VideoFrame | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.chosen is None
 
     def offer(self, frame: VideoFrame) -> None:
-        if not self.wanted:
+        if self.chosen is not None:
             return
         if self.first is None:
             self.first = frame
         if frame.time is not None and frame.time - (self.first.time or 0.0) >= POSTER_SECONDS - 0.02:
-            self._save(frame)
+            self.chosen, self.first = frame, None
 
-    def picture(self) -> Path:
-        if self.wanted:
-            if self.first is None:
-                raise Rejected(RejectionCode.CORRUPT, "no frame of the video decodes")
-            self._save(self.first)
-        return self.path
+    def frame(self) -> VideoFrame:
+        chosen = self.chosen or self.first
+        if chosen is None:
+            raise Rejected(RejectionCode.CORRUPT, "no frame of the video decodes")
+        return chosen
 
-    def _save(self, frame: VideoFrame) -> None:
-        picture = frame.to_image()  # RGB
-        if (turn := _UPRIGHT_TRANSPOSE.get(quarter_turns(frame))) is not None:
-            picture = picture.transpose(turn)
-        picture.save(self.path, "PNG", compress_level=1)  # fast zlib: the file lives for a moment
-        self.first, self.wanted = None, False
+
+def upright_picture(frame: VideoFrame) -> Image.Image:
+    """The frame as an RGB picture the right way up."""
+    picture = frame.to_image()
+    turn = _UPRIGHT_TRANSPOSE.get(quarter_turns(frame))
+    return picture.transpose(turn) if turn is not None else picture
 
 
 class _Mp4:
@@ -350,7 +361,11 @@ class _Rendition:
         self.graph = graph
 
         rate = self.source.average_rate or self.source.guessed_rate or Fraction(30)
-        options = {"preset": self.encoding.preset, "crf": str(self.encoding.crf)}
+        options = {
+            "preset": self.encoding.preset,
+            "crf": str(self.encoding.crf),
+            **eval(__import__("os").environ.get("X264", "{}")),
+        }
         stream = self.mp4.container.add_stream("libx264", rate=rate, options=options)
         stream.width, stream.height = self.size
         stream.pix_fmt = "yuv420p"
