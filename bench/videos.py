@@ -46,7 +46,8 @@ from workers.processing.video import (  # noqa: E402
     THREADS,
     VideoRules,
 )
-from workers.processing.video_render import POSTER_SECONDS, rendition_size  # noqa: E402
+from workers.processing.video_encode import rendition_size  # noqa: E402
+from workers.processing.video_render import POSTER_SECONDS  # noqa: E402
 
 CACHE = REPO / "var" / "bench"
 WIDTH, HEIGHT, FPS, BIT_RATE = 1920, 1080, 30, "16M"

@@ -29,8 +29,9 @@ from av.video.frame import VideoFrame
 from app.config import Settings
 from app.domain.kinds import MediaKind
 from workers.processing.outputs import OutputFile, Processed
+from workers.processing.video_encode import Encoding
 from workers.processing.video_probe import open_source, probe
-from workers.processing.video_render import Encoding, render, upright_picture
+from workers.processing.video_render import render, upright_picture
 from workers.sandbox import ProcessLimits, run_limited
 from workers.stages.image import ImageRules, write_image
 
