@@ -161,7 +161,7 @@ class Rendition:
         if self.graph is not None:
             self.graph.vpush(None)
             self._drain()
-            self.mp4.mux(self.stream.encode(None))
+            self.mp4.mux(self._encode(None))
         self.mp4.container.close()
 
     def _drain(self) -> None:
@@ -170,7 +170,17 @@ class Rendition:
                 scaled = self.graph.vpull()
             except (av.error.BlockingIOError, av.error.EOFError):
                 return
-            self.mp4.mux(self.stream.encode(scaled))
+            self.mp4.mux(self._encode(scaled))
+
+    def _encode(self, frame: VideoFrame | None) -> list[Packet]:
+        try:
+            return self.stream.encode(frame)
+        except av.error.MemoryError:
+            raise
+        except av.FFmpegError as exc:
+            # libx264 fails on a well-formed frame only when an allocation fails (FFmpeg reports it as a
+            # "generic error"): a memory verdict (`too_large_to_process`), not a crash to retry.
+            raise MemoryError(f"x264 could not encode a frame: {exc}") from exc
 
     def _open(self, frame: VideoFrame) -> None:
         rotation = quarter_turns(frame)
