@@ -80,8 +80,13 @@ def open_source(source: Path, max_frame: tuple[int, int]) -> Iterator[InputConta
         container.close()
 
 
-def probe(container: InputContainer, file_size: int, allowed_codecs: Iterable[str], max_seconds: float,
-          max_frame: tuple[int, int]) -> Probe:  # fmt: skip
+def probe(
+    container: InputContainer,
+    file_size: int,
+    allowed_codecs: Iterable[str],
+    max_seconds: float,
+    max_frame: tuple[int, int],
+) -> Probe:
     """Check the headers against the rules; raises `Rejected` with the first rule broken."""
     video = _main_video(container)
     codec = video.codec_context.name if video.codec_context else (video.name or "unknown")
