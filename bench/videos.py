@@ -39,8 +39,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python bench/videos.py` puts bench/ on the path, not the repository
     sys.path.insert(0, str(REPO))
 
-from workers.processing.video import RENDITION_CRF, RENDITION_PRESET, THREADS, VideoRules  # noqa: E402
-from workers.processing.video_render import POSTER_SECONDS, rendition_size  # noqa: E402
+from workers.processing.video import (  # noqa: E402
+    RENDITION_CRF,
+    RENDITION_PRESET,
+    RENDITION_X264_PARAMS,
+    THREADS,
+    VideoRules,
+)
+from workers.processing.video_encode import rendition_size  # noqa: E402
+from workers.processing.video_render import POSTER_SECONDS  # noqa: E402
 
 CACHE = REPO / "var" / "bench"
 WIDTH, HEIGHT, FPS, BIT_RATE = 1920, 1080, 30, "16M"
@@ -93,7 +100,8 @@ def ffmpeg_command(source: Path, out: Path) -> list[str]:
         "-movflags", "+faststart", "-fflags", "+bitexact", str(out / "video.mp4"),
         # 720p: the stage's x264 settings; AAC copied as the stage copies it
         "-map", "0:v:0", "-map", "0:a:0?", "-vf", f"scale={width}:{height}", "-pix_fmt", "yuv420p",
-        "-c:v", "libx264", "-preset", RENDITION_PRESET, "-crf", str(RENDITION_CRF), "-threads", threads,
+        "-c:v", "libx264", "-preset", RENDITION_PRESET, "-crf", str(RENDITION_CRF),
+        "-x264-params", RENDITION_X264_PARAMS, "-threads", threads,
         "-c:a", "copy", "-map_metadata", "-1", "-movflags", "+faststart", str(out / "720p.mp4"),
         # poster: one frame 1 s in, at most 1200 px
         "-map", "0:v:0", "-ss", str(POSTER_SECONDS), "-frames:v", "1",

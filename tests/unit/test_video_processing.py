@@ -225,9 +225,13 @@ def test_frames_over_4k_are_too_large(tmp_path: Path, size: tuple[int, int]):
     assert _refused(source, tmp_path) is RejectionCode.VIDEO_TOO_LARGE
 
 
-def test_portrait_4k_is_not_too_large(tmp_path: Path):
-    rules = VideoRules(max_width=64, max_height=48)  # the same rule, scaled down: 48x64 is 64x48 turned
-    assert _run(videos.clip(tmp_path / "p.mp4", size=(48, 64), seconds=0.1), tmp_path, rules).main.width == 48
+@pytest.mark.parametrize("size", [(3840, 2160), (2160, 3840)])
+def test_4k_uhd_passes_in_both_orientations(tmp_path: Path, size: tuple[int, int]):
+    # H.264 codes 2160 rows as 2176 (whole macroblocks): the decoder's own pixel cap must leave room for that.
+    processed = _run(videos.clip(tmp_path / "uhd.mp4", size=size, seconds=0.1), tmp_path)
+    assert (processed.main.width, processed.main.height) == size
+    rendition = processed.variants["720p"]
+    assert max(rendition.width, rendition.height) == 1280
 
 
 def test_a_cpu_limit_breach_is_too_complex(tmp_path: Path):

@@ -44,6 +44,13 @@ class Probe:
     duration_seconds: float  # the longest the headers or the sample table claim
 
 
+def decoder_options(max_frame: tuple[int, int]) -> dict[str, str]:
+    """Options that make FFmpeg's decoders refuse a frame far over `max_frame` before allocating it (twice
+    the area: decoders count coded sizes, rounded up to whole macroblocks; the exact rule is checked on the
+    decoded frames, as `video_too_large`)."""
+    return {"max_pixels": str(2 * max_frame[0] * max_frame[1])}
+
+
 def is_mp4(source: Path) -> bool:
     """Whether the first box of `source` is one an MP4/QuickTime file starts with."""
     with source.open("rb") as fp:
@@ -52,17 +59,17 @@ def is_mp4(source: Path) -> bool:
 
 
 @contextmanager
-def open_source(source: Path, max_pixels: int) -> Iterator[InputContainer]:
+def open_source(source: Path, max_frame: tuple[int, int]) -> Iterator[InputContainer]:
     """The upload opened by the MP4/QuickTime demuxer; `type_mismatch` or `corrupt` if it cannot be.
 
     Opening decodes the first frame or two (FFmpeg learns the pixel format from them), by decoders told to
-    refuse frames over `max_pixels` before allocating them. (Skipping those frames instead leaves the pixel
+    refuse frames far over `max_frame` before allocating them. (Skipping those frames instead leaves the pixel
     format unknown, which costs the frame-threaded decoder a third of its speed later.)
     """
     if not is_mp4(source):
         raise Rejected(RejectionCode.TYPE_MISMATCH, "not an MP4 or QuickTime file")
     try:
-        container = av.open(str(source), format=_DEMUXER, options={"max_pixels": str(max_pixels)})
+        container = av.open(str(source), format=_DEMUXER, options=decoder_options(max_frame))
     except av.error.MemoryError:
         raise
     except (av.FFmpegError, OSError) as exc:
@@ -73,8 +80,13 @@ def open_source(source: Path, max_pixels: int) -> Iterator[InputContainer]:
         container.close()
 
 
-def probe(container: InputContainer, file_size: int, allowed_codecs: Iterable[str], max_seconds: float,
-          max_frame: tuple[int, int]) -> Probe:  # fmt: skip
+def probe(
+    container: InputContainer,
+    file_size: int,
+    allowed_codecs: Iterable[str],
+    max_seconds: float,
+    max_frame: tuple[int, int],
+) -> Probe:
     """Check the headers against the rules; raises `Rejected` with the first rule broken."""
     video = _main_video(container)
     codec = video.codec_context.name if video.codec_context else (video.name or "unknown")

@@ -22,49 +22,35 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
-from av.audio.frame import AudioFrame
-from av.audio.resampler import AudioResampler
-from av.audio.stream import AudioStream
-from av.container import InputContainer, OutputContainer
+from av.container import InputContainer
 from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
-from av.video.stream import VideoStream
 from PIL import Image
 
 from app.domain.rejections import Rejected, RejectionCode
-from workers.processing.video_probe import AUDIO_COPIED, Probe, check_frame_size
+from workers.processing.video_encode import (
+    AudioInput,
+    Encoding,
+    Mp4Output,
+    Rendition,
+    decode,
+    quarter_turns,
+    upright_size,
+)
+from workers.processing.video_probe import Probe, check_frame_size, decoder_options
 
-# `faststart`: the sample table goes before the media data, so a browser starts playing before the whole file
-# is downloaded. `bitexact`: not even the muxer's own name and a creation time are written.
-MP4_OPTIONS = {"movflags": "+faststart", "fflags": "+bitexact"}
-# Audio that is not AAC (PCM from some cameras, spatial formats) becomes AAC-LC at this rate, in both outputs.
-AAC_BIT_RATE = 128_000
-_AAC_SAMPLE_RATES = frozenset({44_100, 48_000})
 POSTER_SECONDS = 1.0
 # Packets may end a little after the duration the headers claim (the last frame's own duration).
 _DURATION_SLACK_SECONDS = 1.0
-# libavfilter's turn that makes a frame upright, by the counter-clockwise rotation of its display matrix.
-_UPRIGHT_FILTERS = {90: "transpose=cclock", 180: "hflip,vflip", 270: "transpose=clock"}
 _UPRIGHT_TRANSPOSE = {
     90: Image.Transpose.ROTATE_90,
     180: Image.Transpose.ROTATE_180,
     270: Image.Transpose.ROTATE_270,
 }
-
-
-@dataclass(frozen=True)
-class Encoding:
-    """How the 720p rendition is made (also the benchmark's ffmpeg command line)."""
-
-    long_side: int
-    preset: str
-    crf: int
-    threads: int  # FFmpeg's decoder, scaler and x264 threads (0: one per core, and more)
 
 
 @dataclass(frozen=True)
@@ -74,23 +60,8 @@ class Rendered:
     width: int
     height: int
     duration_seconds: float
-    poster: Path  # the upright frame as a lossless PNG
+    poster: VideoFrame  # as decoded: see `upright_picture`
     rendition: tuple[int, int] | None  # its size, when one was made
-
-
-def quarter_turns(frame: VideoFrame) -> int:
-    """The frame's display rotation (counter-clockwise degrees), snapped to 0, 90, 180 or 270."""
-    return round((frame.rotation or 0) / 90) % 4 * 90
-
-
-def upright_size(width: int, height: int, rotation: int) -> tuple[int, int]:
-    return (height, width) if rotation in (90, 270) else (width, height)
-
-
-def rendition_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Fit inside `long_side`, never upscale; even sides, as 4:2:0 H.264 needs."""
-    scale = min(1.0, long_side / max(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
 def render(
@@ -106,12 +77,12 @@ def render(
     decoder = probe.video.codec_context
     decoder.thread_type = "AUTO"  # frame threads: phone videos are rarely coded in slices
     decoder.thread_count = encoding.threads
-    # decoder.options = {"max_pixels": str(max_frame[0] * max_frame[1])}
+    decoder.options = decoder_options(max_frame)
     clock = _Clock(max_seconds + _DURATION_SLACK_SECONDS)
-    poster = _PosterPicker(workdir / "poster-frame.png")
-    audio_in = _AudioInput(probe.audio)
-    main = _Mp4(workdir / "video.mp4", probe.video, audio_in)
-    rendition = _Rendition(workdir / "720p.mp4", probe.video, audio_in, encoding) if needs_rendition else None
+    poster = _PosterPicker()
+    audio_in = AudioInput(probe.audio)
+    main = Mp4Output(workdir / "video.mp4", probe.video, audio_in)
+    rendition = Rendition(workdir / "720p.mp4", probe.video, audio_in, encoding) if needs_rendition else None
     outputs = [main] if rendition is None else [main, rendition.mp4]
     rotation = 0
     streams = [probe.video] if probe.audio is None else [probe.video, probe.audio]
@@ -120,14 +91,11 @@ def render(
             clock.tick(packet)
             if packet.stream is probe.video:
                 if rendition is not None or poster.wanted:
-                    for frame in _decode(decoder, packet):
-                        rotation = quarter_turns(frame)
-                        _on_frame(frame, max_frame, poster, rendition)
+                    rotation = _feed(decoder, packet, max_frame, poster, rendition, rotation)
                 main.mux_video(packet)
             else:
                 audio_in.feed(packet, outputs)
-        for frame in _decode(decoder, None):
-            _on_frame(frame, max_frame, poster, rendition)
+        _feed(decoder, None, max_frame, poster, rendition, rotation)
         audio_in.feed(None, outputs)
         if rendition is not None:
             rendition.finish()
@@ -139,16 +107,26 @@ def render(
         raise
     width, height = upright_size(probe.width, probe.height, rotation)
     size = rendition.size if rendition is not None else None
-    return Rendered(width, height, clock.seconds, poster.picture(), size)
+    return Rendered(width, height, clock.seconds, poster.frame(), size)
 
 
-def _on_frame(
-    frame: VideoFrame, max_frame: tuple[int, int], poster: _PosterPicker, rendition: _Rendition | None
-) -> None:
-    check_frame_size(frame.width, frame.height, max_frame)  # the codec may disagree with the headers
-    poster.offer(frame)
-    if rendition is not None:
-        rendition.encode(frame)
+def _feed(
+    decoder: av.CodecContext,
+    packet: Packet | None,
+    max_frame: tuple[int, int],
+    poster: _PosterPicker,
+    rendition: Rendition | None,
+    rotation: int,
+) -> int:
+    """Decode `packet` (None: flush) and pass its frames on; returns the frames' rotation. (A function, so
+    that no frame outlives its use in a local variable: each one held is a buffer more in the pool.)"""
+    for frame in decode(decoder, packet):
+        check_frame_size(frame.width, frame.height, max_frame)  # the codec may disagree with the headers
+        rotation = quarter_turns(frame)
+        poster.offer(frame)
+        if rendition is not None:
+            rendition.encode(frame)
+    return rotation
 
 
 def _demux(container: InputContainer, streams: list[Stream]) -> Iterator[Packet]:
@@ -161,15 +139,6 @@ def _demux(container: InputContainer, streams: list[Stream]) -> Iterator[Packet]
         raise
     except av.FFmpegError as exc:
         raise Rejected(RejectionCode.CORRUPT, f"the file does not read to its end: {exc}") from exc
-
-
-def _decode(decoder: av.CodecContext, packet: Packet | None) -> list[av.frame.Frame]:
-    try:
-        return decoder.decode(packet)
-    except av.error.MemoryError:
-        raise
-    except av.FFmpegError as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"the {decoder.name} stream does not decode: {exc}") from exc
 
 
 class _Clock:
@@ -194,170 +163,35 @@ class _Clock:
 
 
 class _PosterPicker:
-    """Keeps the first frame until one about `POSTER_SECONDS` after it arrives, and saves the chosen one
-    upright as a PNG right away (a 4K RGB picture held to the end would be 25 MB more at the peak)."""
+    """Keeps the first frame until one about `POSTER_SECONDS` after it arrives. The chosen frame is kept as
+    decoded (4:2:0 is half the bytes of RGB) and made a picture after the pass, when x264's and the decoder's
+    buffers are gone: the pass's peak memory is then the codecs' alone."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.first: VideoFrame | None = None
-        self.wanted = True
+        self.chosen: VideoFrame | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.chosen is None
 
     def offer(self, frame: VideoFrame) -> None:
-        if not self.wanted:
+        if self.chosen is not None:
             return
         if self.first is None:
             self.first = frame
         if frame.time is not None and frame.time - (self.first.time or 0.0) >= POSTER_SECONDS - 0.02:
-            self._save(frame)
+            self.chosen, self.first = frame, None
 
-    def picture(self) -> Path:
-        if self.wanted:
-            if self.first is None:
-                raise Rejected(RejectionCode.CORRUPT, "no frame of the video decodes")
-            self._save(self.first)
-        return self.path
-
-    def _save(self, frame: VideoFrame) -> None:
-        picture = frame.to_image()  # RGB
-        if (turn := _UPRIGHT_TRANSPOSE.get(quarter_turns(frame))) is not None:
-            picture = picture.transpose(turn)
-        picture.save(self.path, "PNG", compress_level=1)  # fast zlib: the file lives for a moment
-        self.first, self.wanted = None, False
+    def frame(self) -> VideoFrame:
+        chosen = self.chosen or self.first
+        if chosen is None:
+            raise Rejected(RejectionCode.CORRUPT, "no frame of the video decodes")
+        return chosen
 
 
-class _Mp4:
-    """One output file: the source's video track copied or encoded, its audio copied or encoded to AAC.
-
-    A rendition's video track exists only once the first frame is decoded (its size depends on the frame's
-    rotation); packets muxed before then (audio) wait in `pending`, a few frames' worth.
-    """
-
-    def __init__(self, path: Path, video: VideoStream | None, audio: _AudioInput) -> None:
-        self.container: OutputContainer = av.open(str(path), "w", format="mp4", options=MP4_OPTIONS)
-        self.video = self.container.add_stream_from_template(video) if video is not None else None
-        self.pending: list[Packet] | None = None if video is not None else []
-        self.audio: Stream | None = None
-        self.resampler: AudioResampler | None = None
-        if audio.stream is not None and audio.copied:
-            self.audio = self.container.add_stream_from_template(audio.stream)
-        elif audio.stream is not None:
-            channels = min(2, audio.stream.codec_context.channels)
-            rate = audio.stream.rate if audio.stream.rate in _AAC_SAMPLE_RATES else 48_000
-            layout = "stereo" if channels == 2 else "mono"
-            self.audio = self.container.add_stream("aac", rate=rate, layout=layout)
-            self.audio.bit_rate = AAC_BIT_RATE
-            self.resampler = AudioResampler(format="fltp", layout=layout, rate=rate, frame_size=1024)
-
-    def mux(self, packets: Packet | list[Packet]) -> None:
-        if self.pending is not None:
-            self.pending.extend(packets if isinstance(packets, list) else [packets])
-        else:
-            self.container.mux(packets)
-
-    def video_ready(self, stream: VideoStream) -> None:
-        self.video, pending, self.pending = stream, self.pending or [], None
-        self.container.mux(pending)
-
-    def mux_video(self, packet: Packet) -> None:
-        packet.stream = self.video
-        self.mux(packet)
-
-    def mux_audio(self, packet: Packet) -> None:
-        packet.stream = self.audio
-        self.mux(packet)
-
-    def encode_audio(self, frame: AudioFrame | None) -> None:
-        for resampled in self.resampler.resample(frame):
-            self.mux(self.audio.encode(resampled))
-        if frame is None:
-            self.mux(self.audio.encode(None))
-
-
-class _AudioInput:
-    """The kept audio track: its packets copied to every output, or decoded once and encoded by each."""
-
-    def __init__(self, stream: AudioStream | None) -> None:
-        self.stream = stream
-        self.copied = stream is not None and stream.codec_context.name in AUDIO_COPIED
-
-    def feed(self, packet: Packet | None, outputs: list[_Mp4]) -> None:
-        if self.stream is None or (packet is None and self.copied):
-            return
-        if self.copied:
-            for output in outputs:
-                output.mux_audio(packet)
-            return
-        frames = _decode(self.stream.codec_context, packet)
-        for output in outputs:
-            for frame in frames:
-                output.encode_audio(frame)
-            if packet is None:
-                output.encode_audio(None)
-
-
-class _Rendition:
-    """The 720p MP4: decoded frames through scale (+ turn upright) into libx264, opened on the first frame."""
-
-    def __init__(self, path: Path, source: VideoStream, audio: _AudioInput, encoding: Encoding) -> None:
-        self.mp4 = _Mp4(path, None, audio)
-        self.source = source
-        self.encoding = encoding
-        self.graph: av.filter.Graph | None = None
-        self.stream: VideoStream | None = None
-        self.size = (0, 0)
-
-    def encode(self, frame: VideoFrame) -> None:
-        if self.graph is None:
-            self._open(frame)
-        self.graph.vpush(frame)
-        self._drain()
-
-    def finish(self) -> None:
-        if self.graph is not None:
-            self.graph.vpush(None)
-            self._drain()
-            self.mp4.mux(self.stream.encode(None))
-        self.mp4.container.close()
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                scaled = self.graph.vpull()
-            except (av.error.BlockingIOError, av.error.EOFError):
-                return
-            self.mp4.mux(self.stream.encode(scaled))
-
-    def _open(self, frame: VideoFrame) -> None:
-        rotation = quarter_turns(frame)
-        upright = upright_size(frame.width, frame.height, rotation)
-        self.size = rendition_size(*upright, self.encoding.long_side)
-        scaled = upright_size(*self.size, rotation)  # the scaler works before the turn
-        time_base = self.source.time_base or Fraction(1, 90_000)
-        graph = av.filter.Graph()
-        graph.threads = self.encoding.threads
-        chain = [
-            graph.add_buffer(
-                width=frame.width, height=frame.height, format=frame.format, time_base=time_base
-            ),
-            graph.add("scale", f"{scaled[0]}:{scaled[1]}"),
-            graph.add("format", "yuv420p"),
-        ]
-        for turn in filter(None, _UPRIGHT_FILTERS.get(rotation, "").split(",")):
-            name, _, args = turn.partition("=")
-            chain.append(graph.add(name, args or None))
-        chain.append(graph.add("buffersink"))
-        graph.link_nodes(*chain).configure()
-        self.graph = graph
-
-        rate = self.source.average_rate or self.source.guessed_rate or Fraction(30)
-        options = {"preset": self.encoding.preset, "crf": str(self.encoding.crf)}
-        stream = self.mp4.container.add_stream("libx264", rate=rate, options=options)
-        stream.width, stream.height = self.size
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = time_base
-        stream.codec_context.time_base = time_base
-        stream.thread_count = self.encoding.threads
-        for tag in ("color_range", "color_primaries", "color_trc", "colorspace"):
-            setattr(stream.codec_context, tag, getattr(frame, tag))
-        self.stream = stream
-        self.mp4.video_ready(stream)
+def upright_picture(frame: VideoFrame) -> Image.Image:
+    """The frame as an RGB picture the right way up."""
+    picture = frame.to_image()
+    turn = _UPRIGHT_TRANSPOSE.get(quarter_turns(frame))
+    return picture.transpose(turn) if turn is not None else picture
