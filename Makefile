@@ -39,3 +39,6 @@ bench: $(VENV)/.installed-test
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.hostile
+	@command -v ffmpeg >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg)
+	$(BIN)/python -m bench.videos
