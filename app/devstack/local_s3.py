@@ -26,7 +26,7 @@ TOPIC_NAME = "upload-broker-events"
 # Browsers on any origin POST straight to the bucket with a ticket; the ticket is the authority.
 CORS_RULES = [
     {
-        "AllowedMethods": ["POST", "GET", "HEAD"],
+        "AllowedMethods": ["POST", "PUT", "GET", "HEAD"],
         "AllowedOrigins": ["*"],
         "AllowedHeaders": ["*"],
         "ExposeHeaders": ["ETag", "Location"],
