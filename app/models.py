@@ -82,6 +82,7 @@ class Upload(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
     duration_seconds: Mapped[float | None] = mapped_column(Float)  # videos
+    codecs: Mapped[str | None] = mapped_column(String(64))  # videos: "h264+aac"
     pages: Mapped[int | None] = mapped_column(Integer)  # documents
     variants: Mapped[list[Variant]] = relationship(
         lazy="selectin", order_by="Variant.name", cascade="all, delete-orphan"

@@ -113,6 +113,7 @@ class MediaInfo(BaseModel):
     width: int | None = None
     height: int | None = None
     duration_seconds: float | None = None
+    codecs: str | None = Field(default=None, description='a video\'s codecs, e.g. "h264+aac"')
     pages: int | None = None
     sha256: str
     variants: list[str] | None = Field(default=None, description="names of the variants (GET /v1/media)")
@@ -147,6 +148,7 @@ class MediaResponse(BaseModel):
     width: int | None = None
     height: int | None = None
     duration_seconds: float | None = None
+    codecs: str | None = None
     pages: int | None = None
     document_id: str | None = None
     version: int | None = None

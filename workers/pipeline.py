@@ -142,6 +142,7 @@ def _record_ready(
             height=main.height,
             sha256=main.sha256,
             duration_seconds=processed.duration_seconds,
+            codecs=processed.codecs,
             pages=processed.pages,
             error_code=None,
             error_message=None,

@@ -35,6 +35,7 @@ def media_wire(upload: Upload) -> MediaResponse:
         width=upload.width,
         height=upload.height,
         duration_seconds=upload.duration_seconds,
+        codecs=upload.codecs,
         pages=upload.pages,
         document_id=upload.document_id,
         version=upload.version,

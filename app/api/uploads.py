@@ -100,6 +100,7 @@ def get_upload(upload_id: str) -> Response:
             width=upload.width,
             height=upload.height,
             duration_seconds=upload.duration_seconds,
+            codecs=upload.codecs,
             pages=upload.pages,
             sha256=upload.sha256,
             variants=[variant.name for variant in upload.variants] or None,

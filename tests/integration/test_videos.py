@@ -55,6 +55,7 @@ def test_an_iphone_video_is_remuxed_without_its_location_and_gets_a_poster(
     assert media["content_type"] == "video/mp4"
     assert (media["width"], media["height"]) == (320, 240)
     assert media["duration_seconds"] == pytest.approx(1.5, abs=0.1)
+    assert media["codecs"] == "h264+aac"
     assert media["url_expires_at"]  # private: presigned for 60 s
     assert set(media["variants"]) == {"poster"}  # H.264 no larger than 720p: no rendition needed
     main = fetch(media["url"], tmp_path / "main.mp4")
@@ -76,6 +77,7 @@ def test_a_rotated_hevc_video_gets_an_upright_h264_rendition(alice, drain, tmp_p
 
     media = alice.media(upload_id).json()
     assert (media["width"], media["height"]) == (240, 320), media  # rotation applied
+    assert media["codecs"] == "hevc"  # no sound
     rendition = media["variants"]["720p"]
     assert (rendition["width"], rendition["height"]) == (240, 320)
     with av.open(str(fetch(rendition["url"], tmp_path / "720p.mp4"))) as played:

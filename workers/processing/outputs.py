@@ -47,6 +47,7 @@ class Processed:
     variants: dict[str, OutputFile] = field(default_factory=dict)
     duration_seconds: float | None = None
     pages: int | None = None
+    codecs: str | None = None  # a video's, as stored: "h264+aac", "hevc"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class Processed:
             "variants": {name: output.to_json() for name, output in self.variants.items()},
             "duration_seconds": self.duration_seconds,
             "pages": self.pages,
+            "codecs": self.codecs,
         }
 
     @classmethod
@@ -65,4 +67,5 @@ class Processed:
             },
             duration_seconds=data.get("duration_seconds"),
             pages=data.get("pages"),
+            codecs=data.get("codecs"),
         )

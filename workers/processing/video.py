@@ -82,7 +82,9 @@ def process_video(source: Path, workdir: Path, rules: VideoRules) -> dict[str, A
     if rendered.rendition is not None:
         variants["720p"] = OutputFile(workdir / "720p.mp4", "video/mp4", "mp4", *rendered.rendition)
     main = OutputFile(workdir / "video.mp4", "video/mp4", "mp4", rendered.width, rendered.height)
-    return Processed(main, variants, duration_seconds=rendered.duration_seconds).to_json()
+    # The main file's codecs: the video's, copied; its sound, if any, is AAC (copied or re-encoded).
+    codecs = probed.codec + ("+aac" if probed.audio is not None else "")
+    return Processed(main, variants, duration_seconds=rendered.duration_seconds, codecs=codecs).to_json()
 
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
