@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     webhook_token: str | None = None
+    # Web origins allowed to call the API from a browser (CORS), comma-separated; none by default.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
 
     sns_topic_arn: str | None = None
     sns_cert_hosts: Annotated[tuple[str, ...], NoDecode] = ()  # default: sns.<region>.amazonaws.com
@@ -107,7 +109,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, data: dict[str, object]) -> dict[str, object]:
         """Comma-separated env values for the tuple settings."""
-        for name in ("sns_cert_hosts", "job_retry_intervals", "video_codecs"):
+        for name in ("sns_cert_hosts", "job_retry_intervals", "video_codecs", "cors_origins"):
             raw = data.get(name)
             if isinstance(raw, str):
                 data[name] = tuple(part.strip() for part in raw.split(",") if part.strip())

@@ -11,6 +11,7 @@ from app.services import Services
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """The Flask app. Tests pass their own settings; processes read them from the environment."""
     from app.api import documents, events, grants, health, media, metrics, multipart, openapi, uploads
+    from app.api.cors import init_cors
     from app.api.edge import IdConverter, init_edge
     from app.api.errors import register_error_handlers
     from app.api.ratelimit import init_rate_limits
@@ -35,4 +36,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     register_error_handlers(app)
     init_edge(app, broker.settings.max_request_bytes)
     init_rate_limits(app, broker.settings.redis_url)
+    init_cors(app, broker.settings.cors_origins)
     return app
