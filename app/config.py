@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     multipart_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
     multipart_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     private_url_ttl_seconds: int = Field(default=60, ge=1, le=3600)
-    public_cache_control: str = "public, max-age=86400"
+    # Public keys carry the upload id and never change, so caches (the CDN, the app) may keep them for good.
+    public_cache_control: str = "public, max-age=31536000, immutable"
     max_image_pixels: int = 50_000_000
 
     # Per-user limits on tickets: a flask-limiter rate string, and an optional storage quota in bytes

@@ -66,7 +66,7 @@ def test_png_with_alpha_becomes_public_jpeg_on_white(alice: BrokerClient, drain)
     link = alice.media(status["upload_id"]).json()
     assert "url_expires_at" not in link  # public
     fetched = requests.get(link["url"], timeout=10)
-    assert fetched.headers["Cache-Control"] == "public, max-age=86400"
+    assert fetched.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     out = Image.open(io.BytesIO(fetched.content))
     assert out.format == "JPEG" and out.mode == "RGB"
     right = out.getpixel((out.width - 5, out.height // 2))
