@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     s3_endpoint_url: str | None = None  # None = AWS itself
     s3_bucket: str = "upload-broker"
+    # Optional bucket for `public/` media only (the CDN's origin); unset = `public/` in `s3_bucket`.
+    s3_public_bucket: str | None = None
     s3_region: str = "us-east-1"
     public_base_url: str | None = None  # CDN in front of public/; else the bucket's own URL
 

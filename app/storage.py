@@ -25,7 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from app.config import Settings
-from app.domain.keys import TEMP_PREFIX, upload_id_from_temp_key
+from app.domain.keys import PUBLIC_PREFIX, TEMP_PREFIX, upload_id_from_temp_key
 from app.domain.multipart import StoredPart
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -66,6 +66,9 @@ class TempObject:
 class Storage:
     def __init__(self, settings: Settings) -> None:
         self.bucket = settings.s3_bucket
+        # Public media may live in a bucket of their own, so private media never share a bucket policy with
+        # what the CDN serves. `temp/` and `private/` always stay in `bucket`.
+        self.public_bucket = settings.s3_public_bucket or settings.s3_bucket
         self.region = settings.s3_region
         self.endpoint_url = settings.s3_endpoint_url
         self.public_base_url = settings.public_base_url
@@ -83,6 +86,10 @@ class Storage:
             ),
         )
 
+    def bucket_of(self, key: str) -> str:
+        """The bucket a key lives in: `public/...` in the public bucket (when one is configured)."""
+        return self.public_bucket if key.startswith(PUBLIC_PREFIX) else self.bucket
+
     # --- tickets and links -------------------------------------------------------------------------------
     def presign_post(
         self, key: str, content_type: str, conditions: list[object], expires_in: int
@@ -98,7 +105,7 @@ class Storage:
 
     def presign_get(self, key: str, expires_in: int, content_disposition: str | None = None) -> str:
         """A GET link; `content_disposition` is signed into it and answered by the store as the header."""
-        params = {"Bucket": self.bucket, "Key": key}
+        params = {"Bucket": self.bucket_of(key), "Key": key}
         if content_disposition:
             params["ResponseContentDisposition"] = content_disposition
         return self.client.generate_presigned_url(  # type: ignore[no-any-return]
@@ -126,13 +133,13 @@ class Storage:
         if self.public_base_url:
             return f"{self.public_base_url.rstrip('/')}/{key}"
         if self.endpoint_url:
-            return f"{self.endpoint_url.rstrip('/')}/{self.bucket}/{key}"
-        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/{key}"
+            return f"{self.endpoint_url.rstrip('/')}/{self.bucket_of(key)}/{key}"
+        return f"https://{self.bucket_of(key)}.s3.{self.region}.amazonaws.com/{key}"
 
     # --- objects -----------------------------------------------------------------------------------------
     def head(self, key: str) -> ObjectHead | None:
         try:
-            response = self.client.head_object(Bucket=self.bucket, Key=key)
+            response = self.client.head_object(Bucket=self.bucket_of(key), Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
                 return None
@@ -142,13 +149,13 @@ class Storage:
     def download(self, key: str, destination: Path) -> None:
         """Stream an object to a local file (never into memory: videos are up to 1 GiB)."""
         with destination.open("wb") as sink:
-            self.client.download_fileobj(self.bucket, key, sink)
+            self.client.download_fileobj(self.bucket_of(key), key, sink)
 
     def put(
         self, key: str, body: bytes, content_type: str, cache_control: str, metadata: dict[str, str]
     ) -> None:
         self.client.put_object(
-            Bucket=self.bucket,
+            Bucket=self.bucket_of(key),
             Key=key,
             Body=body,
             ContentType=content_type,
@@ -162,7 +169,7 @@ class Storage:
         """Stream a local file to `key` (multipart when big); the file is never read whole into memory."""
         self.client.upload_file(
             str(path),
-            self.bucket,
+            self.bucket_of(key),
             key,
             ExtraArgs={"ContentType": content_type, "CacheControl": cache_control, "Metadata": metadata},
             Config=UPLOAD_TRANSFER,
@@ -170,7 +177,7 @@ class Storage:
 
     def delete(self, key: str) -> None:
         """Idempotent: deleting a missing key is not an error in S3."""
-        self.client.delete_object(Bucket=self.bucket, Key=key)
+        self.client.delete_object(Bucket=self.bucket_of(key), Key=key)
 
     # --- multipart uploads ------------------------------------------------------------------------------
     def create_multipart(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
@@ -250,4 +257,5 @@ class Storage:
 
     def check(self) -> None:
         """Raise unless the bucket answers (readiness)."""
-        self.client.head_bucket(Bucket=self.bucket)
+        for bucket in dict.fromkeys((self.bucket, self.public_bucket)):
+            self.client.head_bucket(Bucket=bucket)

@@ -62,7 +62,8 @@ def run_dev(port: int) -> int:
             children.append(redis_process)
         local = start_local_s3(LOGS)
         children.extend(local.processes)
-        create_bucket(local, settings.s3_bucket)
+        for bucket in dict.fromkeys(filter(None, (settings.s3_bucket, settings.s3_public_bucket))):
+            create_bucket(local, bucket)
         topic_arn = create_topic(local, settings.s3_bucket)
         database_url = (
             settings.database_url

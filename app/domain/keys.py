@@ -12,6 +12,7 @@ from datetime import date
 from app.domain.kinds import Visibility
 
 TEMP_PREFIX = "temp/"
+PUBLIC_PREFIX = "public/"  # promoted public media: the CDN's origin (possibly a bucket of its own)
 # Every variable segment of a key: what the context rules and the broker's own ids allow, nothing else (no "/",
 # no "..", no control characters). A value that slipped past the rules is refused here, never stored.
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
