@@ -24,7 +24,7 @@ from app.domain.kinds import KINDS, Visibility, processing_for
 from app.domain.rejections import Rejected
 from app.domain.states import UploadStatus
 from app.models import Upload, Variant
-from app.repository import advance, get_upload
+from app.repository import advance, claim, get_upload
 from app.services import Services
 from workers.followups import run_follow_ups
 from workers.processing import processor_for
@@ -54,10 +54,11 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
     """Process one upload; returns the state it ended in (or was already in)."""
     laps = Laps()
     with services.db.session() as session:
-        claimed = advance(session, upload_id, UploadStatus.PROCESSING)
-        upload = get_upload(session, upload_id)
-    if upload is None or not claimed:
-        status = upload.status if upload else "unknown"
+        upload = claim(session, upload_id, UploadStatus.PROCESSING)
+        if upload is None:  # finished, deleted or unknown: a replayed or duplicated job
+            current = get_upload(session, upload_id)
+            status = current.status if current else "unknown"
+    if upload is None:
         log.info("nothing to do", extra={"upload_id": upload_id, "stage": "claim", "outcome": status})
         return status
     context = {"upload_id": upload_id, "key": upload.temp_key, "kind": upload.kind}
