@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -74,7 +75,12 @@ class InProcessWorker(SimpleWorker):
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         self._cold_shutdown = self.get_state() == WorkerStatus.BUSY
-        super().request_force_stop(signum, frame)  # raises SystemExit, unless it ignores a repeated signal
+        if self._cold_shutdown and self._shutdown_requested_date is not None:
+            # RQ ignores a second signal within 1 s of the first (a worker pool's duplicate). There is no pool
+            # here, and the job runs in this process: its interrupted sleep or I/O makes the first handler
+            # run late as often as the second, so an operator's second signal must always count.
+            self._shutdown_requested_date -= timedelta(seconds=1)
+        super().request_force_stop(signum, frame)  # raises SystemExit
         self._cold_shutdown = False
 
     def _stop_beats(self) -> None:
