@@ -485,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "processor_images_per_s": processor,
         "pipeline": {n: asdict(d) for n, d in drains.items()},
         "ratio_pipeline_to_stage": {n: drains[n].images_per_s / stage[n] for n in PROCESS_COUNTS},
+        "ratio_pipeline_to_processor": {n: drains[n].images_per_s / processor[n] for n in PROCESS_COUNTS},
         "latency": asdict(lat),
     }
     misses = [
@@ -516,13 +517,17 @@ def print_report(
     if report["load_average_before"] > BUSY_MACHINE_CORES + 0.5:
         print("WARNING: the machine was busy before the run; figures may be disturbed")
     print()
-    print("| processes | stage alone img/s | processor (sandbox) img/s | pipeline img/s | pipeline / stage |")
-    print("|---|---|---|---|---|")
+    print(
+        "| processes | stage alone img/s | processor (sandbox) img/s | pipeline img/s "
+        "| pipeline / stage | pipeline / processor |"
+    )
+    print("|---|---|---|---|---|---|")
     for n in PROCESS_COUNTS:
         d = drains[n]
         print(
             f"| {n} | {stage[n]:.2f} | {processor[n]:.2f} | {d.images_per_s:.2f} "
-            f"(wall with start-up {d.wall_s:.1f} s) | **{d.images_per_s / stage[n]:.2f}** |"
+            f"(wall with start-up {d.wall_s:.1f} s) | **{d.images_per_s / stage[n]:.2f}** "
+            f"| {d.images_per_s / processor[n]:.2f} |"
         )
     print()
     print("Per image, mean ms of worker time (span x workers / images), by step:")
