@@ -79,22 +79,24 @@ def serve(
 )
 def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> None:
     """Run an RQ worker for the processing queues (images, documents, videos)."""
-    from rq import Queue, Worker
+    from rq import Queue
 
+    import workers.jobs  # noqa: F401 - imported once here, not on the first job
     from app.services import Services
     from workers.context import use_services
     from workers.lifecycle import JOB_HEARTBEAT_SECONDS
+    from workers.worker import InProcessWorker
 
     configure_logging()
     services = Services(get_settings())
-    # Built once here, before RQ forks a work horse per job, so jobs don't rebuild the S3 client and the
-    # engine every time. Both are fork-safe at this point: neither has opened a connection yet.
-    services.storage, services.db  # noqa: B018 - evaluating the cached properties is the point
     use_services(services)
-    # A short job heartbeat, so a job whose worker is killed is known abandoned within a minute and re-run by
-    # the recover sweep (`workers.lifecycle.JOB_HEARTBEAT_SECONDS`).
+    # Jobs run in this process (`workers.worker`): its S3 client, database pool and Redis connection serve
+    # every job. A short job heartbeat, so a job whose worker is killed is known abandoned within a minute
+    # and re-run by the recover sweep (`workers.lifecycle.JOB_HEARTBEAT_SECONDS`).
     queues = [Queue(name, connection=services.redis) for name in queue_names] or services.processing_queues
-    rq_worker = Worker(queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS)
+    rq_worker = InProcessWorker(
+        queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
+    )
     rq_worker.work(burst=burst, with_scheduler=with_scheduler)
 
 

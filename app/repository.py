@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import CursorResult, and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from app.domain.states import UploadStatus, sources_of
 from app.models import Upload, utcnow
@@ -32,6 +32,20 @@ def advance(session: Session, upload_id: str, to: UploadStatus, **fields: Any) -
     )
     result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
     return result.rowcount == 1
+
+
+def claim(session: Session, upload_id: str, to: UploadStatus, **fields: Any) -> Upload | None:
+    """`advance`, answering with the upload as it is after the move (None if the move was not allowed): one
+    `UPDATE … RETURNING` instead of an UPDATE and then a SELECT (variants load only if asked for)."""
+    statement = (
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.status.in_([s.value for s in sources_of(to)]))
+        .values(status=to.value, updated_at=utcnow(), **fields)
+        .returning(Upload)
+        .options(lazyload(Upload.variants))
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(statement).one_or_none()
 
 
 def list_ready_media(

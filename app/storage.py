@@ -31,6 +31,7 @@ from app.domain.multipart import StoredPart
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 MiB = 1024 * 1024
+DOWNLOAD_CHUNK = 1 * MiB
 # Files above 64 MiB (videos) go up as multipart uploads of 16 MiB parts, 4 at a time: a 1 GiB rendition never
 # needs one 1 GiB request (S3's single PUT limit is 5 GiB, but one lost connection would restart it all).
 UPLOAD_TRANSFER = TransferConfig(
@@ -151,6 +152,34 @@ class Storage:
         with destination.open("wb") as sink:
             self.client.download_fileobj(self.bucket_of(key), key, sink)
 
+    def download_within(self, key: str, destination: Path, max_bytes: int) -> int | None:
+        """One GET: the object's size, its body streamed to `destination` only when that size is between 1
+        and `max_bytes` (a bigger one is not read); None when there is no such object.
+
+        The size is the stored object's own (`Content-Length` of this very response), so no HEAD is needed
+        first and no replacement can slip in between a HEAD and a GET; the copy stops at `max_bytes` anyway.
+        """
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
+                return None
+            raise
+        size: int = response["ContentLength"]
+        body = response["Body"]
+        try:
+            if 0 < size <= max_bytes:
+                written = 0
+                with destination.open("wb") as sink:
+                    for chunk in body.iter_chunks(DOWNLOAD_CHUNK):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            return written
+                        sink.write(chunk)
+        finally:
+            body.close()
+        return size
+
     def put(
         self, key: str, body: bytes, content_type: str, cache_control: str, metadata: dict[str, str]
     ) -> None:
@@ -166,12 +195,20 @@ class Storage:
     def upload_file(
         self, key: str, path: Path, content_type: str, cache_control: str, metadata: dict[str, str]
     ) -> None:
-        """Stream a local file to `key` (multipart when big); the file is never read whole into memory."""
+        """Stream a local file to `key` (multipart when big); the file is never read whole into memory.
+
+        Below the multipart threshold (every image, poster and PDF) it is one PutObject from the open file:
+        the transfer manager's threads and futures would cost more than the request itself."""
+        extra = {"ContentType": content_type, "CacheControl": cache_control, "Metadata": metadata}
+        if path.stat().st_size < UPLOAD_TRANSFER.multipart_threshold:
+            with path.open("rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            return
         self.client.upload_file(
             str(path),
             self.bucket_of(key),
             key,
-            ExtraArgs={"ContentType": content_type, "CacheControl": cache_control, "Metadata": metadata},
+            ExtraArgs=extra,
             Config=UPLOAD_TRANSFER,
         )
 

@@ -24,7 +24,7 @@ from app.domain.kinds import KINDS, Visibility, processing_for
 from app.domain.rejections import Rejected
 from app.domain.states import UploadStatus
 from app.models import Upload, Variant
-from app.repository import advance, get_upload
+from app.repository import advance, claim, get_upload
 from app.services import Services
 from workers.followups import run_follow_ups
 from workers.processing import processor_for
@@ -36,20 +36,37 @@ from workers.stages.sniff import sniff
 log = logging.getLogger(__name__)
 
 
+class Laps:
+    """Wall time of each step of one attempt, logged with `upload ready` (`timings`, seconds): where a job's
+    time goes, per upload, without a profiler (`bench.pipeline` reads them)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 5)
+        self._last = now
+
+
 def run(services: Services, upload_id: str, last_attempt: bool) -> str:
     """Process one upload; returns the state it ended in (or was already in)."""
+    laps = Laps()
     with services.db.session() as session:
-        claimed = advance(session, upload_id, UploadStatus.PROCESSING)
-        upload = get_upload(session, upload_id)
-    if upload is None or not claimed:
-        status = upload.status if upload else "unknown"
+        upload = claim(session, upload_id, UploadStatus.PROCESSING)
+        if upload is None:  # finished, deleted or unknown: a replayed or duplicated job
+            current = get_upload(session, upload_id)
+            status = current.status if current else "unknown"
+    if upload is None:
         log.info("nothing to do", extra={"upload_id": upload_id, "stage": "claim", "outcome": status})
         return status
     context = {"upload_id": upload_id, "key": upload.temp_key, "kind": upload.kind}
+    laps.lap("claim")
     started = time.monotonic()
     metrics.job_started(services)
     try:
-        _process(services, upload, context)
+        _process(services, upload, context, laps)
     except Rejected as rejected:
         _reject(services, upload, rejected, context)
         metrics.job_finished("rejected", rejected.code.value)
@@ -71,6 +88,7 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
         )
         raise
     metrics.job_finished("ready")
+    laps.lap("metrics")
     log.info(
         "upload ready",
         extra={
@@ -78,23 +96,27 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
             "stage": "done",
             "outcome": "ready",
             "seconds": round(time.monotonic() - started, 3),
+            "timings": laps.seconds,
         },
     )
     return UploadStatus.READY.value
 
 
-def _process(services: Services, upload: Upload, context: dict[str, str]) -> None:
+def _process(services: Services, upload: Upload, context: dict[str, str], laps: Laps) -> None:
     kind = KINDS[upload.kind]
     with tempfile.TemporaryDirectory(prefix="broker-") as workdir_name:
         workdir = Path(workdir_name)
         metrics.job_stage("fetch")
         source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, workdir)
         log.info("fetched", extra={**context, "stage": "fetch", "outcome": "ok"})
+        laps.lap("fetch")
         metrics.job_stage("sniff")
         mime = sniff(source, upload.declared_type)
         processing = processing_for(mime)
+        laps.lap("sniff")
         metrics.job_stage(processing.value)
         processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
+        laps.lap(processing.value)
         log.info(
             "processed",
             extra={
@@ -107,10 +129,14 @@ def _process(services: Services, upload: Upload, context: dict[str, str]) -> Non
         metrics.job_stage("promote")
         key = _final_key(services, upload, processed.main.extension)
         stored = promote(services.storage, services.settings, upload, key, processed)
+        laps.lap("store")
     _record_ready(services, upload, stored, processed)
+    laps.lap("ready")
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.
     _delete_temp(services, upload, context)
+    laps.lap("cleanup")
     run_follow_ups(services, upload)
+    laps.lap("follow_ups")
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
 
 

@@ -73,6 +73,13 @@ def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
     os.close(write_fd)
     try:
         payload, timed_out = _read_until(read_fd, time.monotonic() + limits.deadline_seconds)
+    except BaseException:
+        # The job itself is being stopped (its timeout, a cold shutdown) while the child runs: the worker
+        # process lives on, so the child's death signal will not fire; end it here.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     finally:
         os.close(read_fd)
     if timed_out:

@@ -10,18 +10,16 @@ from app.storage import Storage
 
 
 def fetch(storage: Storage, key: str, kind: MediaKind, declared_size: int, workdir: Path) -> Path:
-    """HEAD first (the ticket's limit is enforced by S3, but a misconfigured store or a forged event must
-    not make us download a huge object), then stream the object to a file in `workdir`."""
-    head = storage.head(key)
-    if head is None:
-        raise Rejected(RejectionCode.MISSING_OBJECT, f"{key} is not in the store")
-    if head.size == 0:
-        raise Rejected(RejectionCode.EMPTY, "the uploaded file is empty")
+    """One GET whose size is checked before its body is read (the ticket's limit is enforced by S3, but a
+    misconfigured store or a forged event must not make us download a huge object), streamed to a file in
+    `workdir`."""
     limit = min(kind.max_size, declared_size)
-    if head.size > limit:
-        raise Rejected(RejectionCode.TOO_LARGE, f"{head.size} bytes stored, the ticket allowed {limit}")
     destination = workdir / "source"
-    storage.download(key, destination)
-    if destination.stat().st_size > limit:  # replaced between HEAD and GET
-        raise Rejected(RejectionCode.TOO_LARGE, "the object grew beyond the ticket's limit")
+    size = storage.download_within(key, destination, limit)
+    if size is None:
+        raise Rejected(RejectionCode.MISSING_OBJECT, f"{key} is not in the store")
+    if size == 0:
+        raise Rejected(RejectionCode.EMPTY, "the uploaded file is empty")
+    if size > limit:
+        raise Rejected(RejectionCode.TOO_LARGE, f"{size} bytes stored, the ticket allowed {limit}")
     return destination

@@ -1,0 +1,97 @@
+"""`broker worker` runs jobs in its own process (`workers.worker.InProcessWorker`), and keeps what the forked
+work horse gave: heartbeats for a running job, job timeouts, a worker that goes on after a job's failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from rq import Queue
+
+from app.config import Settings
+from tests.support import REPO, own_queues, settings_env
+from workers.worker import InProcessWorker
+
+
+def report_pid(key: str, sleep: float = 0.0) -> int:
+    """A job: records the pid it runs in, then sleeps."""
+    from workers.context import current_services
+
+    current_services().redis.set(key, os.getpid(), ex=600)
+    time.sleep(sleep)
+    return os.getpid()
+
+
+@pytest.fixture
+def queue(settings: Settings, services) -> Iterator[tuple[Queue, Settings]]:
+    own = settings.model_copy(update=own_queues(f"speed-{uuid.uuid4().hex[:6]}"))
+    queue = Queue(own.queue_name, connection=services.redis)
+    yield queue, own
+    queue.delete(delete_jobs=True)
+
+
+def _worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--without-scheduler", *args],
+        env=settings_env(settings),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_jobs_run_in_the_worker_process_and_a_timeout_still_stops_one(queue, services):
+    queue, own = queue
+    key = f"speed-test:{uuid.uuid4().hex}"
+    slow = queue.enqueue("time.sleep", 60, job_timeout=1)
+    first = queue.enqueue(f"{__name__}.report_pid", f"{key}:1")
+    second = queue.enqueue(f"{__name__}.report_pid", f"{key}:2")
+    worker = _worker(own, "--burst")
+    try:
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert slow.get_status(refresh=True) == "failed"
+    assert "JobTimeoutException" in (slow.latest_result().exc_string or "")
+    # The worker went on after the timed-out job, and ran the next ones itself: no work horse per job.
+    assert services.redis.get(f"{key}:1") == services.redis.get(f"{key}:2") == str(worker.pid).encode()
+    assert first.get_status(refresh=True) == second.get_status(refresh=True) == "finished"
+
+
+def test_a_running_job_is_kept_alive_by_heartbeats(queue, services):
+    queue, own = queue
+    key = f"speed-test:{uuid.uuid4().hex}"
+    job = queue.enqueue(f"{__name__}.report_pid", key, 8, job_timeout=600)
+    worker = _worker(own)
+    try:
+        deadline = time.monotonic() + 60
+        while not services.redis.exists(key):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        registry = queue.started_job_registry.key
+        [(_, first_expiry)] = services.redis.zrange(registry, 0, -1, withscores=True)
+        # The entry expires a minute after the last beat, not after the job's 600 s timeout…
+        assert first_expiry - time.time() < 120
+        time.sleep(6.5)  # …and a beat (every 5 s) pushed it further while the job runs.
+        [(_, later_expiry)] = services.redis.zrange(registry, 0, -1, withscores=True)
+        assert later_expiry > first_expiry + 3
+        deadline = time.monotonic() + 30
+        while job.get_status(refresh=True) != "finished":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert services.redis.zcard(registry) == 0  # no beat re-registered the finished job
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_the_worker_class_beats_with_the_forking_workers_ttl(services):
+    worker = InProcessWorker([Queue("unused", connection=services.redis)], connection=services.redis)
+    job = Queue("unused", connection=services.redis).create_job("time.sleep", args=(0,), timeout=600)
+    assert worker.get_heartbeat_ttl(job) == worker.job_monitoring_interval + 60
