@@ -2,8 +2,8 @@
 
 Why Redis and not prometheus-client's multiprocess mode: the counters are written by several gunicorn
 processes *and* by RQ workers that may run on other hosts. Multiprocess mode aggregates files in one local
-directory, so an API host's `/metrics` would never see a worker elsewhere; and RQ forks a work horse per job,
-which would leave one set of files per job (pid) with no hook to reap them. Redis is already the one thing
+directory, so an API host's `/metrics` would never see a worker elsewhere; and every processing attempt runs
+in a child process of its own (`workers.sandbox`), which would leave files per pid with no hook to reap them. Redis is already the one thing
 every API process and worker shares. A recording is one pipelined round trip of `HINCRBY`/`HINCRBYFLOAT`
 (atomic and commutative, so concurrent writers never lose counts); a scrape of any API reads the totals with
 one pipeline (`RedisCollector`). Totals survive restarts of any process, so there are no spurious counter
