@@ -281,6 +281,50 @@ def deploy(
     return {output["OutputKey"]: output["OutputValue"] for output in described.get("Outputs", [])}
 
 
+def describe(endpoint: str, outputs: dict[str, str]) -> dict[str, Any]:
+    """Every resource of the stack as the APIs answer for it (what a new user wants to see)."""
+    s3, sns, iam = (client(name, endpoint) for name in ("s3", "sns", "iam"))
+
+    def answer(call: Any, key: str, **kwargs: Any) -> Any:
+        try:
+            return call(**kwargs).get(key)
+        except s3.exceptions.ClientError as error:
+            return error.response["Error"]["Code"]
+
+    seen: dict[str, Any] = {}
+    for bucket in dict.fromkeys([outputs["MediaBucketName"], outputs["PublicBucketName"]]):
+        seen[f"s3://{bucket}"] = {
+            "encryption": answer(
+                s3.get_bucket_encryption, "ServerSideEncryptionConfiguration", Bucket=bucket
+            ),
+            "public_access_block": answer(
+                s3.get_public_access_block, "PublicAccessBlockConfiguration", Bucket=bucket
+            ),
+            "ownership": answer(s3.get_bucket_ownership_controls, "OwnershipControls", Bucket=bucket),
+            "cors": answer(s3.get_bucket_cors, "CORSRules", Bucket=bucket),
+            "lifecycle": answer(s3.get_bucket_lifecycle_configuration, "Rules", Bucket=bucket),
+            "notifications": answer(
+                s3.get_bucket_notification_configuration, "TopicConfigurations", Bucket=bucket
+            ),
+            "policy": answer(s3.get_bucket_policy, "Policy", Bucket=bucket),
+        }
+    topic = outputs["EventsTopicArn"]
+    seen[topic] = {
+        "policy": json.loads(sns.get_topic_attributes(TopicArn=topic)["Attributes"]["Policy"]),
+        "subscriptions": sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"],
+    }
+    for output in ("ApiRoleArn", "WorkerRoleArn"):
+        role = outputs[output].rsplit("/", 1)[-1]
+        seen[outputs[output]] = {
+            "trust": iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"],
+            "policies": {
+                name: iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+                for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+            },
+        }
+    return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -292,7 +336,9 @@ def main() -> None:
     parameters = dict(item.split("=", 1) for item in args.parameters)
     parameters.setdefault("EnableCdn", "false")  # moto has no CloudFront in CloudFormation
     outputs = deploy(args.endpoint, args.stack, parameters)
-    json.dump(outputs, sys.stdout, indent=2)
+    json.dump(
+        {"outputs": outputs, "resources": describe(args.endpoint, outputs)}, sys.stdout, indent=2, default=str
+    )
     print()
 
 
