@@ -2,8 +2,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python -m bench.tickets [--rounds N] [--duration S] [--server gunicorn|waitress] [--json]
-                                      [--profile PY_SPY] [--no-check]
+    .venv/bin/python -m bench.tickets [--rounds N] [--duration S] [--server gunicorn|waitress] [--threads N]
+                                      [--json] [--profile PY_SPY] [--no-check]
 
 What runs: `broker serve` as production runs it (gunicorn, 2 workers x 4 threads, JSON access and app logs
 to a file) on 127.0.0.1, with every feature a ticket pays for switched on: HS256 JWTs (a few hundred users,
@@ -18,9 +18,10 @@ S3 would add nothing to the measurement but a process competing for the same two
 The load generator is `wrk` (Debian: `apt-get install wrk`), 2 threads and 16 connections, with a Lua script
 that signs each POST with the next user's token. Rounds alternate: /healthz, tickets, /healthz, tickets...
 of the same duration, after one short warm-up of each, so a noisy neighbour slows both alike. Per endpoint
-the report is the median over rounds of req/s, p50 and p99, and the server's CPU per request (the gunicorn
-processes' utime+stime from /proc over the round). wrk and the server share the machine's cores (2 here):
-wrk's own CPU is reported, and so is what other processes used meanwhile.
+the report is the median over rounds of req/s, p50 and p99, the server's CPU per request (the server
+processes' utime+stime from /proc over the round) and PostgreSQL's plus Redis's. wrk, the server, PostgreSQL
+and Redis share the machine's cores (2 here): wrk's own CPU is reported, and so is what other processes used
+meanwhile (a warning above 0.3 cores: the ratios then mean less; rerun).
 
 Targets (exit status 1 when one is missed, unless --no-check): tickets >= 0.4x the /healthz req/s, ticket
 p50 <= 3x the /healthz p50. Exit status 2 when the run is not valid (a non-2xx answer, a socket error, a
@@ -127,6 +128,19 @@ def process_cpu_seconds(pids: list[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def backing_pids() -> list[int]:
+    """PostgreSQL's and Redis's processes: they serve the tickets too, so their CPU is not background."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "redis-server"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def children_of(pid: int) -> list[int]:
     pids = []
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -153,7 +167,7 @@ class Stack:
         return children_of(self.server.pid)
 
 
-def start_stack(server_kind: str, workdir: Path) -> Stack:
+def start_stack(server_kind: str, workdir: Path, threads: int | None = None) -> Stack:
     from sqlalchemy import create_engine, text
 
     from app.devstack.local_s3 import local_credentials_env
@@ -184,6 +198,8 @@ def start_stack(server_kind: str, workdir: Path) -> Stack:
     }
     env.pop("GUNICORN_CMD_ARGS", None)
     env.pop("GUNICORN_CONFIG", None)
+    if threads is not None:
+        env["GUNICORN_CMD_ARGS"] = f"--threads {threads}"
     log_path = workdir / "server.log"
     broker = Path(sys.executable).parent / "broker"
     command = [str(broker), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
@@ -254,6 +270,7 @@ class Round:
     non2xx: int
     socket_errors: int
     server_cpu_ms_per_request: float
+    backing_cpu_ms_per_request: float  # PostgreSQL + Redis
     wrk_cpu_cores: float
     other_cpu_cores: float
 
@@ -273,15 +290,17 @@ def run_wrk(
         str(scripts[endpoint]),
         target,
     ]
-    pids = stack.server_pids()
+    pids, backing = stack.server_pids(), backing_pids()
+    backing_cpu = process_cpu_seconds(backing)
     busy, server_cpu, started = busy_cpu_seconds(), process_cpu_seconds(pids), time.monotonic()
     spy = subprocess.Popen(profile, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) if profile else None
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = wrk.communicate(timeout=seconds + 30)  # wrk stops itself after `seconds`
     elapsed = time.monotonic() - started
     server_cpu = process_cpu_seconds(pids) - server_cpu
+    backing_cpu = process_cpu_seconds(backing) - backing_cpu  # connections opened meanwhile are not seen
     wrk_usage = resource_usage_of_last_child()
-    other = busy_cpu_seconds() - busy - server_cpu - wrk_usage
+    other = busy_cpu_seconds() - busy - server_cpu - backing_cpu - wrk_usage
     if spy is not None:
         spy.wait(timeout=seconds + 60)
     if wrk.returncode != 0:
@@ -298,6 +317,7 @@ def run_wrk(
         non2xx=result["non2xx"],
         socket_errors=result["socket_errors"],
         server_cpu_ms_per_request=server_cpu * 1000 / requests,
+        backing_cpu_ms_per_request=backing_cpu * 1000 / requests,
         wrk_cpu_cores=wrk_usage / elapsed,
         other_cpu_cores=max(0.0, other / elapsed),
     )
@@ -327,6 +347,7 @@ class Summary:
     p50_ms: float
     p99_ms: float
     server_cpu_ms_per_request: float
+    backing_cpu_ms_per_request: float
     rounds: int
 
 
@@ -338,6 +359,7 @@ def summarise(rounds: list[Round], endpoint: str) -> Summary:
         p50_ms=statistics.median(r.p50_ms for r in mine),
         p99_ms=statistics.median(r.p99_ms for r in mine),
         server_cpu_ms_per_request=statistics.median(r.server_cpu_ms_per_request for r in mine),
+        backing_cpu_ms_per_request=statistics.median(r.backing_cpu_ms_per_request for r in mine),
         rounds=len(mine),
     )
 
@@ -358,29 +380,33 @@ def print_report(
 ) -> None:
     print(
         f"broker serve --server {server} --workers 2 on 127.0.0.1; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}; "
-        f"{os.cpu_count()} cores shared by server and wrk"
+        f"{os.cpu_count()} cores shared by server, PostgreSQL, Redis and wrk"
     )
     header = (
-        f"{'round':<5} {'endpoint':<8} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>8} "
-        f"{'server CPU ms/req':>17} {'wrk cores':>9} {'other cores':>11}"
+        f"{'round':<5} {'endpoint':<8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'requests':>8} "
+        f"{'server ms/req':>13} {'pg+redis ms/req':>15} {'wrk cores':>9} {'other cores':>11}"
     )
     print(header)
     print("-" * len(header))
     for i, r in enumerate(rounds):
         print(
-            f"{i // 2 + 1:<5} {r.endpoint:<8} {r.rps:>8.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.requests:>8} "
-            f"{r.server_cpu_ms_per_request:>17.2f} {r.wrk_cpu_cores:>9.2f} {r.other_cpu_cores:>11.2f}"
+            f"{i // 2 + 1:<5} {r.endpoint:<8} {r.rps:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.requests:>8} "
+            f"{r.server_cpu_ms_per_request:>13.2f} {r.backing_cpu_ms_per_request:>15.2f} "
+            f"{r.wrk_cpu_cores:>9.2f} {r.other_cpu_cores:>11.2f}"
         )
     print()
-    print(f"{'median':<14} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'server CPU ms/req':>17}")
+    print(
+        f"{'median':<14} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'server ms/req':>13} {'pg+redis ms/req':>15}"
+    )
     for s in (static, tickets):
         print(
-            f"{s.endpoint:<14} {s.rps:>8.0f} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} {s.server_cpu_ms_per_request:>17.2f}"
+            f"{s.endpoint:<14} {s.rps:>7.0f} {s.p50_ms:>7.2f} {s.p99_ms:>7.2f} "
+            f"{s.server_cpu_ms_per_request:>13.2f} {s.backing_cpu_ms_per_request:>15.2f}"
         )
     print(
-        f"{'tickets/static':<14} {tickets.rps / static.rps:>8.2f} {tickets.p50_ms / static.p50_ms:>7.2f} "
+        f"{'tickets/static':<14} {tickets.rps / static.rps:>7.2f} {tickets.p50_ms / static.p50_ms:>7.2f} "
         f"{tickets.p99_ms / static.p99_ms:>7.2f} "
-        f"{tickets.server_cpu_ms_per_request / static.server_cpu_ms_per_request:>17.2f}"
+        f"{tickets.server_cpu_ms_per_request / static.server_cpu_ms_per_request:>13.2f}"
     )
     other = max(r.other_cpu_cores for r in rounds)
     if other > BUSY_MACHINE_CORES:
@@ -422,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=int, default=10, help=f"seconds per round (1-{MAX_DURATION})")
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn")
+    parser.add_argument("--threads", type=int, help="gunicorn threads per worker [default: broker serve's]")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument(
         "--profile", metavar="PY_SPY", help="py-spy executable: profile one extra tickets round"
@@ -436,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-tickets-") as tmp:
         workdir = Path(tmp)
         try:
-            stack = start_stack(args.server, workdir)
+            stack = start_stack(args.server, workdir, args.threads)
         except Exception as error:
             print(f"bench: the server did not start: {error}", file=sys.stderr)
             return 2
