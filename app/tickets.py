@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import BigInteger, bindparam, case, func, insert, select
+
 from app import metrics
 from app.auth import Principal
 from app.domain.keys import temp_key
 from app.domain.multipart import PartPlan, plan_parts, wants_multipart
 from app.domain.states import UploadStatus
-from app.domain.tickets import TicketRequest, check_quota, plan_ticket, post_policy_conditions
+from app.domain.tickets import (
+    TicketRefusal,
+    TicketRefused,
+    TicketRequest,
+    check_quota,
+    plan_ticket,
+    post_policy_conditions,
+)
 from app.models import Upload
 from app.repository import bytes_in_use
 from app.services import Services
@@ -43,43 +52,47 @@ def issue_ticket(
 ) -> Ticket:
     now = datetime.now(UTC)
     plan = plan_ticket(request, principal.roles, now.date())
-    if services.settings.storage_quota_bytes is not None:
-        with services.db.session() as session:
-            in_use = bytes_in_use(session, principal.user_id)
-        check_quota(in_use, plan.max_bytes, services.settings.storage_quota_bytes)
+    settings = services.settings
+    quota = settings.storage_quota_bytes
     upload_id = str(uuid.uuid4())
     key = temp_key(upload_id)
-    settings = services.settings
     resumable = wants_multipart(request.size, request.resumable, settings.multipart_threshold_bytes)
     ttl = settings.multipart_ttl_seconds if resumable else settings.ticket_ttl_seconds
-    upload = Upload(
-        id=upload_id,
-        owner_id=principal.user_id,
-        kind=plan.kind.name,
-        status=UploadStatus.PENDING.value,
-        visibility=plan.kind.visibility.value,
-        declared_type=plan.content_type,
-        declared_size=request.size,
-        filename=clean_filename(filename),
-        context=plan.context,
-        document_id=plan.context.get("document_id"),
-        temp_key=key,
-        ticket_expires_at=now + timedelta(seconds=ttl),
-        created_at=now,
-        updated_at=now,
-    )
+    row: dict[str, Any] = {
+        "id": upload_id,
+        "owner_id": principal.user_id,
+        "kind": plan.kind.name,
+        "status": UploadStatus.PENDING.value,
+        "visibility": plan.kind.visibility.value,
+        "declared_type": plan.content_type,
+        "declared_size": request.size,
+        "filename": clean_filename(filename),
+        "context": plan.context,
+        "document_id": plan.context.get("document_id"),
+        "temp_key": key,
+        "ticket_expires_at": now + timedelta(seconds=ttl),
+        "multipart_upload_id": None,
+        "part_size": None,
+        "ai_processed": False,
+        "created_at": now,
+        "updated_at": now,
+    }
     post, parts = None, None
     if resumable:
+        # Creating the multipart upload is a call to the store: refuse over-quota requests before it.
+        if quota is not None:
+            with services.db.session() as session:
+                check_quota(bytes_in_use(session, principal.user_id), plan.max_bytes, quota)
         parts = plan_parts(request.size, settings.multipart_part_size_bytes)
         metadata = {"upload-id": upload_id, "owner-id": principal.user_id}
-        upload.multipart_upload_id = services.storage.create_multipart(key, plan.content_type, metadata)
-        upload.part_size = parts.part_size
+        row["multipart_upload_id"] = services.storage.create_multipart(key, plan.content_type, metadata)
+        row["part_size"] = parts.part_size
+        quota = None  # checked above
     else:
         conditions = post_policy_conditions(services.storage.bucket, key, plan.content_type, plan.max_bytes)
         post = services.storage.presign_post(key, plan.content_type, conditions, ttl)
     # Recorded only once the store answered, so a store outage leaves no orphan `pending` rows.
-    with services.db.session() as session:
-        session.add(upload)
+    record_upload(services, row, plan.max_bytes, quota)
     log.info(
         "ticket issued",
         extra={
@@ -92,4 +105,85 @@ def issue_ticket(
         },
     )
     metrics.ticket_issued(services, plan.kind.name)
-    return Ticket(upload, post, parts)
+    return Ticket(Upload(**row), post, parts)
+
+
+# --- the row ------------------------------------------------------------------------------------------------
+# One statement per ticket, run in autocommit: no ORM unit of work, no BEGIN/COMMIT round trips. With a quota,
+# the quota check is part of the INSERT (INSERT ... SELECT ... WHERE in use + requested <= quota), so the
+# row and the check cost one round trip. Bytes in use are counted as `bytes_in_use` counts them: stored
+# bytes of ready media plus the declared size of uploads still in flight.
+_UPLOADS = Upload.__table__
+# The keys of the row `issue_ticket` builds: what a ticket knows. Every other column starts NULL (or at its
+# server default).
+_COLUMNS = [
+    "id",
+    "owner_id",
+    "kind",
+    "status",
+    "visibility",
+    "declared_type",
+    "declared_size",
+    "filename",
+    "context",
+    "document_id",
+    "temp_key",
+    "ticket_expires_at",
+    "multipart_upload_id",
+    "part_size",
+    "ai_processed",
+    "created_at",
+    "updated_at",
+]
+_IN_FLIGHT = [s.value for s in (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.PROCESSING)]
+_IN_USE = (
+    select(
+        func.coalesce(
+            func.sum(
+                case(
+                    (_UPLOADS.c.status == UploadStatus.READY.value, func.coalesce(_UPLOADS.c.bytes, 0)),
+                    (_UPLOADS.c.status.in_(_IN_FLIGHT), _UPLOADS.c.declared_size),
+                    else_=0,
+                )
+            ),
+            0,
+        )
+    )
+    .where(_UPLOADS.c.owner_id == bindparam("owner_id"))
+    .scalar_subquery()
+)
+_INSERT = insert(_UPLOADS)
+# RETURNING: a row back if inserted (rowcount is not reported for INSERT ... SELECT).
+_INSERT_WITHIN_QUOTA = (
+    insert(_UPLOADS)
+    .from_select(
+        _COLUMNS,
+        select(*(bindparam(name, type_=_UPLOADS.c[name].type) for name in _COLUMNS)).where(
+            _IN_USE + bindparam("requested_bytes", type_=BigInteger())
+            <= bindparam("quota_bytes", type_=BigInteger())
+        ),
+    )
+    .returning(_UPLOADS.c.id)
+)
+
+
+def record_upload(services: Services, row: dict[str, Any], requested: int, quota: int | None) -> None:
+    """Insert the `pending` row; with a quota, only if the owner's bytes in use leave room for `requested`
+    (else `TicketRefused(QUOTA_EXCEEDED)`, nothing inserted)."""
+    with services.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        if quota is None:
+            connection.execute(_INSERT, row)
+            return
+        inserted = connection.execute(
+            _INSERT_WITHIN_QUOTA, {**row, "requested_bytes": requested, "quota_bytes": quota}
+        ).first()
+    if inserted is None:
+        with services.db.session() as session:
+            in_use = bytes_in_use(session, row["owner_id"])
+        check_quota(in_use, requested, quota)
+        # Room was made between the two statements (an upload deleted or expired): refuse all the same;
+        # the client retries.
+        raise TicketRefused(
+            TicketRefusal.QUOTA_EXCEEDED,
+            f"storage quota is {quota} bytes; {in_use} in use, this upload needs {requested}",
+        )

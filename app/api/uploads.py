@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, url_for
 from app.api.context import current_principal, services
 from app.api.edge import json_body
 from app.api.errors import ApiError, not_found
-from app.api.ratelimit import limiter, ticket_rate_limit
+from app.api.ratelimit import ticket_rate_limit
 from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
 from app.removal import Removal, remove_upload
 from app.repository import get_owned_upload
@@ -34,7 +34,7 @@ REFUSAL_STATUS = {
 
 
 @bp.post("")
-@limiter.limit(ticket_rate_limit)
+@ticket_rate_limit
 def create_upload() -> tuple[Response, int]:
     principal = current_principal()
     body = CreateUploadRequest.model_validate(json_body())
