@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     public_cache_control: str = "public, max-age=31536000, immutable"
     max_image_pixels: int = 50_000_000
 
-    # Per-user limits on tickets: a flask-limiter rate string, and an optional storage quota in bytes
+    # Per-user limits on tickets: a rate string ("60/minute", `limits` syntax), and an optional storage quota in bytes
     # (sum of the user's live media plus open tickets).
     ticket_rate_limit: str = "60/minute"
     storage_quota_bytes: int | None = None

@@ -35,6 +35,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     init_edge(app, broker.settings.max_request_bytes)
-    init_rate_limits(app, broker.settings.redis_url)
+    init_rate_limits(app)
     init_cors(app, broker.settings.cors_origins)
     return app

@@ -13,13 +13,9 @@ The client is pinned to SigV4: boto3's default for presigned POST is the legacy 
 
 from __future__ import annotations
 
-import base64
-import hmac
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from hashlib import sha256
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +28,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from app.config import Settings
 from app.domain.keys import PUBLIC_PREFIX, TEMP_PREFIX, upload_id_from_temp_key
 from app.domain.multipart import StoredPart
+from app.post_signer import PostSigner
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
@@ -109,7 +106,11 @@ class Storage:
         Signed by `PostSigner`, field for field what boto3's `generate_presigned_post` returns, at a tenth of
         its cost (boto3 resolves the endpoint and runs its event chain on every call)."""
         if self._post_signer is None:
-            self._post_signer = PostSigner(self)
+            credentials = self.session.get_credentials()
+            if credentials is None:
+                raise NoCredentialsError()
+            url = self.presign_post_boto3("temp/url-probe", {}, [], 60)["url"]
+            self._post_signer = PostSigner(self.bucket, self.client.meta.region_name, credentials, url)
         return self._post_signer.sign(key, {"Content-Type": content_type}, conditions, expires_in)
 
     def presign_post_boto3(
@@ -176,7 +177,7 @@ class Storage:
         first and no replacement can slip in between a HEAD and a GET; the copy stops at `max_bytes` anyway.
         """
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            response = self.client.get_object(Bucket=self.bucket_of(key), Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
                 return None
@@ -218,7 +219,7 @@ class Storage:
         extra = {"ContentType": content_type, "CacheControl": cache_control, "Metadata": metadata}
         if path.stat().st_size < UPLOAD_TRANSFER.multipart_threshold:
             with path.open("rb") as body:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+                self.client.put_object(Bucket=self.bucket_of(key), Key=key, Body=body, **extra)
             return
         self.client.upload_file(
             str(path),
@@ -312,62 +313,3 @@ class Storage:
         """Raise unless the bucket answers (readiness)."""
         for bucket in dict.fromkeys((self.bucket, self.public_bucket)):
             self.client.head_bucket(Bucket=bucket)
-
-
-class PostSigner:
-    """SigV4 POST policies (https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-HTTPPOSTConstructPolicy.html)
-    as botocore's `S3SigV4PostAuth` builds them, with what does not change between tickets kept per process:
-    the form's URL (it names the bucket, never the key) and the day's signing key (derived by four HMACs from
-    the secret, the date, the region and the service). Credentials are read on every call, so rotated or
-    refreshed ones (an instance role) are used as soon as boto3 has them."""
-
-    SERVICE = "s3"
-
-    def __init__(self, storage: Storage) -> None:
-        self.bucket = storage.bucket
-        self.region = storage.client.meta.region_name
-        self.credentials = storage.session.get_credentials()
-        if self.credentials is None:
-            raise NoCredentialsError()
-        self.url = storage.presign_post_boto3("temp/url-probe", {}, [], 60)["url"]
-        self._signing_key: tuple[tuple[str, str], bytes] | None = None  # ((secret, date), key)
-
-    def sign(
-        self, key: str, fields: dict[str, str], conditions: list[object], expires_in: int
-    ) -> dict[str, Any]:
-        credentials = self.credentials.get_frozen_credentials()
-        now = datetime.now(UTC).replace(tzinfo=None)
-        timestamp, date = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
-        scope = f"{credentials.access_key}/{date}/{self.region}/{self.SERVICE}/aws4_request"
-        fields = {**fields, "key": key}
-        fields.update(
-            {"x-amz-algorithm": "AWS4-HMAC-SHA256", "x-amz-credential": scope, "x-amz-date": timestamp}
-        )
-        conditions = [
-            *conditions,
-            {"bucket": self.bucket},
-            {"key": key},
-            {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
-            {"x-amz-credential": scope},
-            {"x-amz-date": timestamp},
-        ]
-        if credentials.token is not None:
-            fields["x-amz-security-token"] = credentials.token
-            conditions.append({"x-amz-security-token": credentials.token})
-        expiration = (now + timedelta(seconds=expires_in)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        policy = base64.b64encode(json.dumps({"expiration": expiration, "conditions": conditions}).encode())
-        fields["policy"] = policy.decode()
-        fields["x-amz-signature"] = hmac.new(
-            self._key(credentials.secret_key, date), policy, sha256
-        ).hexdigest()
-        return {"url": self.url, "fields": fields}
-
-    def _key(self, secret: str, date: str) -> bytes:
-        cached = self._signing_key
-        if cached is not None and cached[0] == (secret, date):
-            return cached[1]
-        key = f"AWS4{secret}".encode()
-        for part in (date, self.region, self.SERVICE, "aws4_request"):
-            key = hmac.new(key, part.encode(), sha256).digest()
-        self._signing_key = ((secret, date), key)
-        return key

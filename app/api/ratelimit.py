@@ -129,10 +129,9 @@ def ticket_rate_limit(view: Callable[P, R]) -> Callable[P, R]:
     return limited
 
 
-def init_rate_limits(app: Flask, redis_url: str | None = None) -> None:
-    """Every answer of a limited route (success, refusal or error) carries the caller's window.
-
-    `redis_url` is not used: the counters live in the services' Redis, beside the metrics."""
+def init_rate_limits(app: Flask) -> None:
+    """Every answer of a limited route (success, refusal or error) carries the caller's window (the
+    counters live in the services' Redis, beside the metrics)."""
 
     @app.after_request
     def _rate_limit_headers(response: Response) -> Response:

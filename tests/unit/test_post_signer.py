@@ -1,4 +1,4 @@
-"""`PostSigner` signs the POST boto3 would sign, field for field, at the same instant."""
+"""`app.post_signer.PostSigner` signs the POST boto3 would sign, field for field, at the same instant."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app import storage as storage_module
+from app import post_signer as post_signer_module
 from app.config import Settings
 from app.domain.tickets import post_policy_conditions
 from app.storage import Storage
@@ -25,7 +25,7 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     naive = INSTANT.replace(tzinfo=None)
     monkeypatch.setattr("botocore.signers.get_current_datetime", lambda *a, **k: naive)
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda *a, **k: naive)
-    monkeypatch.setattr(storage_module, "datetime", _FrozenDatetime)
+    monkeypatch.setattr(post_signer_module, "datetime", _FrozenDatetime)
 
 
 @pytest.mark.parametrize("token", [None, "session-token-of-an-instance-role"])
