@@ -219,6 +219,8 @@ def local_stack() -> Iterator[Stack]:
             webhook_token=f"bench-webhook-{run_id}",
             sns_topic_arn=create_topic(s3, bucket),
             sns_cert_endpoint_url=s3.moto_url,
+            # One bench user asks for every ticket of the latency run: the per-user limit is not measured here.
+            ticket_rate_limit="100000/minute",
         )
         services = Services(settings)
         yield Stack(settings, services, s3, logs, run_id)

@@ -15,6 +15,12 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from app.devstack.bucket_template import (
+    bucket_cors,
+    bucket_lifecycle,
+    bucket_notifications,
+    media_bucket_properties,
+)
 from app.devstack.processes import LOOPBACK, ManagedProcess, free_port, python_module
 
 # Credentials of the local stack only; moto accepts any, the gate checks signatures against these.
@@ -23,16 +29,8 @@ LOCAL_SECRET_KEY = "local-broker-secret"
 LOCAL_REGION = "us-east-1"
 TOPIC_NAME = "upload-broker-events"
 
-# Browsers on any origin POST straight to the bucket with a ticket; the ticket is the authority.
-CORS_RULES = [
-    {
-        "AllowedMethods": ["POST", "PUT", "GET", "HEAD"],
-        "AllowedOrigins": ["*"],
-        "AllowedHeaders": ["*"],
-        "ExposeHeaders": ["ETag", "Location"],
-        "MaxAgeSeconds": 3000,
-    }
-]
+# Locally any origin may upload: the ticket is the authority. Every other rule is the template's.
+LOCAL_ORIGINS = ["*"]
 
 
 def local_credentials_env() -> dict[str, str]:
@@ -100,7 +98,10 @@ def create_bucket(stack: LocalS3, bucket: str) -> None:
     """
     s3 = stack.client("s3")
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": CORS_RULES})
+    # CORS and lifecycle exactly as the CloudFormation template gives them to the production bucket.
+    template = media_bucket_properties({"AppOrigins": LOCAL_ORIGINS, "EventsTopic": None})
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=bucket_cors(template))
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=bucket_lifecycle(template))
     s3.put_bucket_policy(Bucket=bucket, Policy=public_read_policy(bucket))
 
 
@@ -132,22 +133,14 @@ def create_topic(stack: LocalS3, bucket: str) -> str:
 
 
 def wire_notifications(stack: LocalS3, bucket: str, topic_arn: str, webhook_url: str) -> None:
-    """S3 ObjectCreated under temp/ → SNS topic → HTTP POST to the webhook.
+    """S3 ObjectCreated under temp/ (the template's notification) → SNS topic → HTTP POST to the webhook.
 
     The webhook must already answer: SNS may send it a SubscriptionConfirmation on subscribe.
     """
     stack.client("sns").subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=webhook_url)
+    template = media_bucket_properties({"AppOrigins": LOCAL_ORIGINS, "EventsTopic": topic_arn})
     stack.client("s3").put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "TopicConfigurations": [
-                {
-                    "TopicArn": topic_arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "temp/"}]}},
-                }
-            ]
-        },
+        Bucket=bucket, NotificationConfiguration=bucket_notifications(template)
     )
 
 

@@ -30,6 +30,8 @@ from typing import Any
 import boto3
 from cfnlint.decode import cfn_yaml
 
+from app.devstack.bucket_template import bucket_cors, bucket_lifecycle, bucket_notifications
+
 TEMPLATE = Path(__file__).with_name("upload-broker.yaml")
 REGION = "us-east-1"
 NO_VALUE = object()  # AWS::NoValue: the key or list item disappears
@@ -142,42 +144,7 @@ class Stack:
         return chosen
 
 
-# --- CloudFormation properties -> API shapes, for what moto's CloudFormation skips ------------------------
-def bucket_cors(properties: dict[str, Any]) -> dict[str, Any]:
-    names = {"AllowedMethods": "AllowedMethods", "AllowedOrigins": "AllowedOrigins"}
-    names |= {
-        "AllowedHeaders": "AllowedHeaders",
-        "ExposedHeaders": "ExposeHeaders",
-        "MaxAge": "MaxAgeSeconds",
-    }
-    names |= {"Id": "ID"}
-    rules = properties["CorsConfiguration"]["CorsRules"]
-    return {"CORSRules": [{names[key]: value for key, value in rule.items()} for rule in rules]}
-
-
-def bucket_lifecycle(properties: dict[str, Any]) -> dict[str, Any]:
-    rules = []
-    for rule in properties["LifecycleConfiguration"]["Rules"]:
-        api: dict[str, Any] = {"ID": rule["Id"], "Status": rule["Status"]}
-        api["Filter"] = {"Prefix": rule.get("Prefix", "")}
-        if "ExpirationInDays" in rule:
-            api["Expiration"] = {"Days": rule["ExpirationInDays"]}
-        if "AbortIncompleteMultipartUpload" in rule:
-            api["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
-        rules.append(api)
-    return {"Rules": rules}
-
-
-def bucket_notifications(properties: dict[str, Any]) -> dict[str, Any]:
-    topics = []
-    for item in properties["NotificationConfiguration"].get("TopicConfigurations", []):
-        api: dict[str, Any] = {"TopicArn": item["Topic"], "Events": [item["Event"]]}
-        if "Filter" in item:
-            api["Filter"] = {"Key": {"FilterRules": item["Filter"]["S3Key"]["Rules"]}}
-        topics.append(api)
-    return {"TopicConfigurations": topics}
-
-
+# --- what moto's CloudFormation skips, applied through the APIs (bucket shapes: app.devstack.bucket_template) ---
 def moto_can_evaluate(statement: dict[str, Any]) -> bool:
     """moto evaluates a policy's conditions without the request's context, as if they all held: a Deny on
     `aws:SecureTransport` false would refuse every request there (and the local endpoint is plain HTTP)."""
