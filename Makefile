@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test lint bench install
+.PHONY: dev test lint bench install npm-projects
+
+# The npm projects of the repo (the demo page, the typed client); each has `npm run build`.
+NPM_PROJECTS := $(wildcard web/package.json clients/typescript/package.json)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +22,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed-dev
 
+# Node.js comes from the machine (or Debian's packages, as root); the packages from the npm registry, as locked.
+npm-projects:
+	@[ -z "$(NPM_PROJECTS)" ] || command -v npm >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	@for project in $(dir $(NPM_PROJECTS)); do \
+	  echo "npm: building $$project"; \
+	  (cd $$project && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) || exit 1; \
+	done
+
 # Redis: `broker dev` uses BROKER_REDIS_URL if it answers, else starts a private redis-server; on a bare
 # Debian machine (as root) the server is installed first.
-dev: $(VENV)/.installed-dev
+dev: $(VENV)/.installed-dev npm-projects
 	@command -v redis-server >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	$(BIN)/broker dev $(if $(PORT),--port $(PORT))
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test npm-projects
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
