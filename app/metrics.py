@@ -14,6 +14,11 @@ one Redis keep their own numbers. A counter is a hash `<namespace>:metrics:<name
 histogram is `…:<name>:buckets` (fields: label values plus the bucket's upper bound; per-bucket, not
 cumulative, counts, so an observation is one `HINCRBY`) and `…:<name>:sum`.
 
+The API's own counters (tickets issued and refused, events received) do not cost a request a round trip:
+they wait in the process (`PendingCounts`) and go to Redis in the same script call as the next ticket's rate
+limit check, else within `FLUSH_SECONDS` from a background thread, and always before this process answers a
+scrape. Workers write at once: a job is not a hot path, and a worker may be killed at any moment.
+
 Metrics must never fail a request or a job: every recorder swallows and logs its errors, and after a failed
 write this process skips writes to that Redis for `PAUSE_AFTER_FAILURE_SECONDS`, so a Redis outage costs one
 connect timeout per pause, not one per request.
@@ -26,6 +31,7 @@ import functools
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
@@ -48,6 +54,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 PAUSE_AFTER_FAILURE_SECONDS = 10.0
+FLUSH_SECONDS = 1.0  # the longest an API counter waits in its process before reaching Redis
 # Seconds: from a small image's stages (milliseconds) to a large video's (minutes; the job timeout is 600 s).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -115,20 +122,23 @@ def _never_raises(recorder: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def _write(services: Services, commands: Callable[[Pipeline, str], None]) -> None:
+def _write(services: Services, commands: Callable[[Pipeline, str], None]) -> bool:
+    """True once written; False when skipped or failed (the store is paused or down)."""
     redis = services.redis
     if time.monotonic() < _paused_until.get(id(redis), 0.0):
-        return
+        return False
     try:
         with redis.pipeline(transaction=False) as pipe:
             commands(pipe, services.settings.redis_namespace)
             pipe.execute()
+        return True
     except Exception as error:
         _paused_until[id(redis)] = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
         log.warning(
             "metrics store unavailable; metric writes paused",
             extra={"stage": "metrics", "pause_seconds": PAUSE_AFTER_FAILURE_SECONDS, "error": str(error)},
         )
+        return False
 
 
 def _field(values: Sequence[str]) -> str:
@@ -146,26 +156,77 @@ def _observe(pipe: Pipeline, ns: str, histogram: HistogramDef, labels: Sequence[
 
 
 # --- recording (API) ---------------------------------------------------------------------------------------
+Increment = tuple[str, str, int]  # hash key, field, amount: one HINCRBY
+
+
+class PendingCounts:
+    """Counter increments recorded by this process and not yet in Redis (see the module's docstring)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._flusher: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def add(self, counter: CounterDef, labels: Sequence[str], amount: int = 1) -> None:
+        key = counter.key(self._services.settings.redis_namespace)
+        with self._lock:
+            self._counts[(key, _field(labels))] += amount
+            if self._flusher is None:  # started lazily: in the process that records, after any fork
+                self._flusher = threading.Thread(target=self._flush_often, name="metrics-flush", daemon=True)
+                self._flusher.start()
+
+    def take(self) -> list[Increment]:
+        """Everything pending, now owed by the caller: it writes it, or gives it back."""
+        with self._lock:
+            taken = [(key, name, amount) for (key, name), amount in self._counts.items()]
+            self._counts.clear()
+        return taken
+
+    def give_back(self, taken: Iterable[Increment]) -> None:
+        """Counts a write failed to deliver wait for the next one (bounded: one entry per label set)."""
+        with self._lock:
+            for key, name, amount in taken:
+                self._counts[(key, name)] += amount
+
+    def flush(self) -> None:
+        taken = self.take()
+        if taken and not _write(self._services, lambda pipe, _ns: _hincrby_all(pipe, taken)):
+            self.give_back(taken)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.flush()
+
+    def _flush_often(self) -> None:
+        while not self._stopped.wait(FLUSH_SECONDS):
+            try:
+                self.flush()
+            except Exception:
+                log.warning("metrics not flushed", extra={"stage": "metrics"}, exc_info=True)
+
+
+def _hincrby_all(pipe: Pipeline, increments: Iterable[Increment]) -> None:
+    for key, name, amount in increments:
+        pipe.hincrby(key, name, amount)
+
+
 @_never_raises
 def ticket_issued(services: Services, kind: str) -> None:
-    _write(services, lambda pipe, ns: _inc(pipe, ns, TICKETS_ISSUED, [kind]))
+    services.pending_metrics.add(TICKETS_ISSUED, [kind])
 
 
 @_never_raises
 def ticket_refused(services: Services, code: str) -> None:
-    _write(services, lambda pipe, ns: _inc(pipe, ns, TICKETS_REFUSED, [code]))
+    services.pending_metrics.add(TICKETS_REFUSED, [code])
 
 
 @_never_raises
 def events_received(services: Services, source: str, outcomes: Iterable[str]) -> None:
     """One count per outcome: per S3 record for handled deliveries, one for a refused or 503 delivery."""
-    counts = collections.Counter(outcomes)
-
-    def commands(pipe: Pipeline, ns: str) -> None:
-        for outcome, count in counts.items():
-            _inc(pipe, ns, EVENTS, [source, outcome], count)
-
-    _write(services, commands)
+    for outcome, count in collections.Counter(outcomes).items():
+        services.pending_metrics.add(EVENTS, [source, outcome], count)
 
 
 # --- recording (workers) -----------------------------------------------------------------------------------

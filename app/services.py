@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from redis import Redis
 from rq import Queue
@@ -14,6 +15,10 @@ from app.db import Database
 from app.events.sns import SnsTrust, SnsVerifier
 from app.queueing import processing_queues, redis_connection, upload_queue
 from app.storage import Storage
+from app.ticket_rows import TicketRows
+
+if TYPE_CHECKING:
+    from app.metrics import PendingCounts
 
 
 @dataclass
@@ -23,6 +28,10 @@ class Services:
     @cached_property
     def db(self) -> Database:
         return Database(self.settings.database_url)
+
+    @cached_property
+    def ticket_rows(self) -> TicketRows:
+        return TicketRows(self.db.engine)
 
     @cached_property
     def storage(self) -> Storage:
@@ -44,6 +53,12 @@ class Services:
         ]
 
     @cached_property
+    def pending_metrics(self) -> PendingCounts:
+        from app.metrics import PendingCounts  # app.metrics reads the queues through app.ops, which needs us
+
+        return PendingCounts(self)
+
+    @cached_property
     def tokens(self) -> TokenVerifier:
         return TokenVerifier(self.settings)
 
@@ -59,3 +74,12 @@ class Services:
                 region=s.s3_region,
             )
         )
+
+    def close(self) -> None:
+        """Deliver pending metrics; release database connections (tests and short-lived processes)."""
+        if "pending_metrics" in self.__dict__:
+            self.pending_metrics.stop()
+        if "ticket_rows" in self.__dict__:
+            self.ticket_rows.dispose()
+        if "db" in self.__dict__:
+            self.db.dispose()

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, case, func, insert, select
-
 from app import metrics
 from app.auth import Principal
 from app.domain.keys import temp_key
@@ -109,75 +107,10 @@ def issue_ticket(
 
 
 # --- the row ------------------------------------------------------------------------------------------------
-# One statement per ticket, run in autocommit: no ORM unit of work, no BEGIN/COMMIT round trips. With a quota,
-# the quota check is part of the INSERT (INSERT ... SELECT ... WHERE in use + requested <= quota), so the
-# row and the check cost one round trip. Bytes in use are counted as `bytes_in_use` counts them: stored
-# bytes of ready media plus the declared size of uploads still in flight.
-_UPLOADS = Upload.__table__
-# The keys of the row `issue_ticket` builds: what a ticket knows. Every other column starts NULL (or at its
-# server default).
-_COLUMNS = [
-    "id",
-    "owner_id",
-    "kind",
-    "status",
-    "visibility",
-    "declared_type",
-    "declared_size",
-    "filename",
-    "context",
-    "document_id",
-    "temp_key",
-    "ticket_expires_at",
-    "multipart_upload_id",
-    "part_size",
-    "ai_processed",
-    "created_at",
-    "updated_at",
-]
-_IN_FLIGHT = [s.value for s in (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.PROCESSING)]
-_IN_USE = (
-    select(
-        func.coalesce(
-            func.sum(
-                case(
-                    (_UPLOADS.c.status == UploadStatus.READY.value, func.coalesce(_UPLOADS.c.bytes, 0)),
-                    (_UPLOADS.c.status.in_(_IN_FLIGHT), _UPLOADS.c.declared_size),
-                    else_=0,
-                )
-            ),
-            0,
-        )
-    )
-    .where(_UPLOADS.c.owner_id == bindparam("owner_id"))
-    .scalar_subquery()
-)
-_INSERT = insert(_UPLOADS)
-# RETURNING: a row back if inserted (rowcount is not reported for INSERT ... SELECT).
-_INSERT_WITHIN_QUOTA = (
-    insert(_UPLOADS)
-    .from_select(
-        _COLUMNS,
-        select(*(bindparam(name, type_=_UPLOADS.c[name].type) for name in _COLUMNS)).where(
-            _IN_USE + bindparam("requested_bytes", type_=BigInteger())
-            <= bindparam("quota_bytes", type_=BigInteger())
-        ),
-    )
-    .returning(_UPLOADS.c.id)
-)
-
-
 def record_upload(services: Services, row: dict[str, Any], requested: int, quota: int | None) -> None:
     """Insert the `pending` row; with a quota, only if the owner's bytes in use leave room for `requested`
     (else `TicketRefused(QUOTA_EXCEEDED)`, nothing inserted)."""
-    with services.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        if quota is None:
-            connection.execute(_INSERT, row)
-            return
-        inserted = connection.execute(
-            _INSERT_WITHIN_QUOTA, {**row, "requested_bytes": requested, "quota_bytes": quota}
-        ).first()
-    if inserted is None:
+    if not services.ticket_rows.insert(row, requested, quota):
         with services.db.session() as session:
             in_use = bytes_in_use(session, row["owner_id"])
         check_quota(in_use, requested, quota)

@@ -149,7 +149,7 @@ def services(settings: Settings) -> Iterator[Services]:
     context.use_services(None)
     for queue in services.processing_queues:
         queue.delete(delete_jobs=True)
-    services.db.dispose()
+    services.close()
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +175,7 @@ def serve_with(settings):
     yield serve
     for served in started:
         served.stop()
-        served.services.db.dispose()
+        served.services.close()
 
 
 def client_for(api: ServedApp, user_id: str | None = None, roles: list[str] | None = None) -> BrokerClient:

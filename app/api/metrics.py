@@ -22,6 +22,7 @@ TICKET_ENDPOINT = "uploads.create_upload"
 
 @bp.get("/metrics")
 def metrics_text() -> Response:
+    services().pending_metrics.flush()  # this process's own counts, so they are never a second late here
     # A registry per scrape: the collector holds no state, and each app (tests make several) has its own.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics.RedisCollector(services()))

@@ -8,6 +8,7 @@ import uuid
 
 import requests
 
+from app import metrics
 from app.devstack.processes import free_port
 from tests.conftest import client_for
 
@@ -61,3 +62,24 @@ def test_a_redis_outage_lets_tickets_through_quickly(serve_with) -> None:
     codes = [client.request_ticket("avatar", "image/jpeg", 10).status_code for _ in range(3)]
     assert codes == [201, 201, 201]  # fail open: the limit cannot be counted, so it does not refuse
     assert time.monotonic() - started < 5
+
+
+def test_a_tickets_counts_reach_redis_with_the_next_rate_limit_check(serve_with, monkeypatch) -> None:
+    """The API's counters ride on the next ticket's rate-limit script call: no round trip of their own."""
+    monkeypatch.setattr(metrics, "FLUSH_SECONDS", 3600.0)  # no background flush during this test
+    served = serve_with(redis_namespace=f"ratelimit-metrics-{uuid.uuid4().hex[:8]}")
+    redis, issued_key = (
+        served.services.redis,
+        metrics.TICKETS_ISSUED.key(served.services.settings.redis_namespace),
+    )
+    client = client_for(served)
+
+    assert client.request_ticket("avatar", "image/jpeg", 10).status_code == 201
+    assert redis.hget(issued_key, '["avatar"]') is None  # still in the API process
+    assert client.request_ticket("avatar", "image/gif", 10).status_code == 415  # its check carries the first
+    assert redis.hget(issued_key, '["avatar"]') == b"1"
+
+    scraped = requests.get(f"{served.url}/metrics", timeout=10).text  # a scrape delivers the rest first
+    assert 'broker_tickets_issued_total{kind="avatar"} 1.0' in scraped
+    assert 'broker_tickets_refused_total{code="unsupported_type"} 1.0' in scraped
+    redis.delete(*redis.keys(f"{served.services.settings.redis_namespace}:*"))
