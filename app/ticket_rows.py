@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, bindparam, case, create_engine, func, insert, or_, select
+from sqlalchemy import BigInteger, Engine, bindparam, case, create_engine, event, func, insert, or_, select
 from sqlalchemy.dialects import postgresql
 
 from app.domain.states import UploadStatus
@@ -119,8 +119,12 @@ class _DriverStatements:
         # Its own pool: autocommit needs no reset when a connection comes back, and a dropped connection is
         # handled by the retry below instead of a pre-ping on every checkout.
         self._engine = create_engine(
-            engine.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, pool_pre_ping=False
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+            pool_pre_ping=False,
         )
+        event.listen(self._engine, "connect", _commit_without_waiting_for_disk)
         self._plain, self._plain_constants = _compiled(
             _INSERT.values({name: bindparam(name) for name in COLUMNS})
         )
@@ -156,6 +160,16 @@ class _DriverStatements:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+
+def _commit_without_waiting_for_disk(dbapi_connection: Any, _record: Any) -> None:
+    # A ticket's row is the one write that may be lost: should PostgreSQL crash within its WAL writer's
+    # delay (~0.6 s) of the commit, the client's upload finds no record, is refused like an expired ticket,
+    # and its temp object is swept. Nothing a user uploaded is at stake, and the commit stops waiting on
+    # the disk's flush (PostgreSQL's documented trade-off for such transactions; it never corrupts data).
+    # The other writes (promotion, versions, grants) keep synchronous commits on the main engine.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
 
 
 def _compiled(statement: Any) -> tuple[str, dict[str, Any]]:
