@@ -2,7 +2,7 @@
 // the three fields used here (expo-image-picker's ImagePickerAsset has them; react-native-image-picker's Asset
 // calls them uri, fileName, type) instead of installing react-native and a picker just to type-check ~20
 // lines: the client needs nothing of React Native but the `{ uri, name, type }` its FormData accepts.
-import { BrokerError, createBrokerClient, uploadFile } from "../src/index";
+import { BrokerError, createBrokerClient, uploadFile } from "@upload-broker/client";
 
 type PickedAsset = { uri: string; fileName?: string | null; mimeType?: string };
 
