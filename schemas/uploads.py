@@ -37,7 +37,14 @@ class CreateUploadRequest(BaseModel):
     context: UploadContext = Field(default_factory=UploadContext)
 
 
+# The server always sends `method` (the discriminator of a ticket's `upload`, and a part's HTTP method), so the
+# document marks it required in answers; a typed client narrows on it without checking for its absence.
+ALWAYS_SENT = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 class PresignedPost(BaseModel):
+    model_config = ALWAYS_SENT
+
     method: Literal["POST"] = "POST"
     url: str
     fields: dict[str, str]
@@ -45,6 +52,8 @@ class PresignedPost(BaseModel):
 
 class MultipartPlan(BaseModel):
     """A resumable upload: ask `parts_url` for presigned part PUTs, then POST the parts to `complete_url`."""
+
+    model_config = ALWAYS_SENT
 
     method: Literal["MULTIPART"] = "MULTIPART"
     part_size: int = Field(description="every part is this long, the last one the remainder")
@@ -68,6 +77,8 @@ class PartUrlsRequest(BaseModel):
 
 
 class PartUrl(BaseModel):
+    model_config = ALWAYS_SENT
+
     part_number: int
     url: str
     method: Literal["PUT"] = "PUT"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from http import HTTPStatus
@@ -9,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from schemas.errors import ErrorResponse
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
@@ -153,12 +155,17 @@ OPERATIONS = (
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    models = {model for op in OPERATIONS for model in (op.body, *op.responses.values()) if model}
+    # Bodies are documented as the server reads them, answers as it writes them: in serialization mode a
+    # field the server always sends (a ticket's `method`, the discriminator) is required, so a typed client
+    # can rely on it. No model is both a body and an answer, so each keeps its plain name.
+    modes: dict[type[BaseModel], JsonSchemaMode] = {op.body: "validation" for op in OPERATIONS if op.body}
+    for op in OPERATIONS:
+        modes.update({model: "serialization" for model in op.responses.values() if model})
     refs, definitions = models_json_schema(
-        [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)],
+        sorted(modes.items(), key=lambda item: item[0].__name__),
         ref_template="#/components/schemas/{model}",
     )
-    ref_of = {model: refs[(model, "validation")] for model in models}
+    ref_of = {model: refs[(model, mode)] for model, mode in modes.items()}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, ref_of)
@@ -243,3 +250,14 @@ def _path_parameters(path: str) -> list[str]:
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
+
+
+def main() -> None:
+    """`python -m app.api.openapi`: the document on stdout, for the generated TypeScript client
+    (`clients/typescript`, `npm run generate`)."""
+    json.dump(openapi_document(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
