@@ -26,6 +26,7 @@ from app.domain.states import UploadStatus
 from app.models import Upload
 
 log = logging.getLogger(__name__)
+APPLICATION_NAME = "upload-broker-tickets"  # how the ticket pool's sessions show in pg_stat_activity
 
 _UPLOADS = Upload.__table__
 # The keys of the row `issue_ticket` builds: what a ticket knows. Every other column starts NULL (or at its
@@ -123,6 +124,7 @@ class _DriverStatements:
             isolation_level="AUTOCOMMIT",
             pool_reset_on_return=None,
             pool_pre_ping=False,
+            connect_args={"application_name": APPLICATION_NAME},
         )
         event.listen(self._engine, "connect", _commit_without_waiting_for_disk)
         self._plain, self._plain_constants = _compiled(

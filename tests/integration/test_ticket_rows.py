@@ -1,0 +1,86 @@
+"""The ticket's INSERT on both databases: the quota inside the statement, and a dropped connection retried."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app.ticket_rows import APPLICATION_NAME, TicketRows
+
+
+def ticket_row(owner: str, size: int) -> dict[str, Any]:
+    now, upload_id = datetime.now(UTC), str(uuid.uuid4())
+    return {
+        "id": upload_id,
+        "owner_id": owner,
+        "kind": "workout_photo",
+        "status": "pending",
+        "visibility": "private",
+        "declared_type": "image/jpeg",
+        "declared_size": size,
+        "filename": "IMG_0001.jpg",
+        "context": {"workout_id": "w-1"},
+        "document_id": None,
+        "temp_key": f"temp/{upload_id}",
+        "ticket_expires_at": now + timedelta(minutes=10),
+        "multipart_upload_id": None,
+        "part_size": None,
+        "ai_processed": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def stored(engine: Any, owner: str) -> list[tuple[str, int, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT status, declared_size, context FROM uploads WHERE owner_id = :owner ORDER BY 2"),
+            {"owner": owner},
+        )
+        return [(status, size, str(context)) for status, size, context in rows]
+
+
+def test_rows_are_inserted_until_the_quota_refuses(database_url) -> None:
+    engine = create_engine(database_url)
+    rows, owner = TicketRows(engine), str(uuid.uuid4())
+    try:
+        assert rows.insert(ticket_row(owner, 600), 600, quota=1000)
+        assert not rows.insert(ticket_row(owner, 500), 500, quota=1000)  # 600 in flight + 500 > 1000
+        assert rows.insert(ticket_row(owner, 400), 400, quota=1000)  # exactly the quota
+        assert rows.insert(ticket_row(owner, 5000), 5000, quota=None)  # no quota configured
+        assert [(status, size) for status, size, _ in stored(engine, owner)] == [
+            ("pending", 400),
+            ("pending", 600),
+            ("pending", 5000),
+        ]
+        assert "w-1" in stored(engine, owner)[0][2]  # the context is stored as JSON
+    finally:
+        rows.dispose()
+        engine.dispose()
+
+
+def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(database_url) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the driver path and its pool are PostgreSQL's")
+    engine = create_engine(database_url)
+    rows, owner = TicketRows(engine), str(uuid.uuid4())
+    try:
+        assert rows.insert(ticket_row(owner, 100), 100, quota=None)  # the pool now holds a connection
+        with engine.connect() as admin:  # as a PostgreSQL restart would, under the pool's feet
+            terminated = admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": APPLICATION_NAME},
+            ).scalar_one()
+        assert terminated >= 1
+        assert rows.insert(ticket_row(owner, 200), 200, quota=10_000)
+        assert [size for _, size, _ in stored(engine, owner)] == [100, 200]
+    finally:
+        rows.dispose()
+        engine.dispose()
