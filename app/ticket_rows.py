@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Engine, bindparam, case, create_engine, event, func, insert, or_, select
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 
 from app.domain.states import UploadStatus
 from app.models import Upload
@@ -115,6 +116,7 @@ class _DriverStatements:
     def __init__(self, engine: Engine) -> None:
         import psycopg
 
+        self._driver_error = psycopg.Error
         self._operational_error = psycopg.OperationalError
         self._unique_violation = psycopg.errors.UniqueViolation
         # Its own pool: autocommit needs no reset when a connection comes back, and a dropped connection is
@@ -140,13 +142,17 @@ class _DriverStatements:
             sql = self._within_quota
             params = {**self._quota_constants, **params, "requested_bytes": requested, "quota_bytes": quota}
         try:
-            return self._execute(sql, params)
-        except self._operational_error as error:
-            log.warning("database connection lost; ticket row retried once", extra={"error": str(error)})
-        try:
-            return self._execute(sql, params)
-        except self._unique_violation:
-            return True  # the first attempt was committed before its connection dropped
+            try:
+                return self._execute(sql, params)
+            except self._operational_error as error:
+                log.warning("database connection lost; ticket row retried once", extra={"error": str(error)})
+            try:
+                return self._execute(sql, params)
+            except self._unique_violation:
+                return True  # the first attempt was committed before its connection dropped
+        except self._driver_error as error:
+            # As SQLAlchemy would have raised it: the API answers a lost database with 503, the rest with 500.
+            raise DBAPIError.instance(sql, params, error, self._driver_error) from error
 
     def _execute(self, sql: str, params: dict[str, Any]) -> bool:
         connection = self._engine.raw_connection()

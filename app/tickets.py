@@ -22,7 +22,6 @@ from app.domain.tickets import (
     plan_ticket,
     post_policy_conditions,
 )
-from app.models import Upload
 from app.repository import bytes_in_use
 from app.services import Services
 
@@ -30,8 +29,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class IssuedUpload:
+    """What a ticket's answer tells of the upload it created (an ORM object would cost a ticket ~40 µs)."""
+
+    id: str
+    status: str
+    temp_key: str
+    declared_size: int
+    ticket_expires_at: datetime
+
+
+@dataclass(frozen=True)
 class Ticket:
-    upload: Upload
+    upload: IssuedUpload
     post: dict[str, Any] | None  # a presigned POST, or None for a resumable (multipart) upload
     parts: PartPlan | None = None
 
@@ -103,7 +113,8 @@ def issue_ticket(
         },
     )
     metrics.ticket_issued(services, plan.kind.name)
-    return Ticket(Upload(**row), post, parts)
+    issued = IssuedUpload(upload_id, row["status"], key, request.size, row["ticket_expires_at"])
+    return Ticket(issued, post, parts)
 
 
 # --- the row ------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ stores a role's inline policy as a Python dict where IAM keeps JSON, so the role
 its intrinsic functions against the stack's parameters and the resources moto made, and applies the skipped
 parts through the ordinary S3 / SNS / SQS APIs, so every resource can be inspected through the real APIs.
 
-    python -m moto.server -p 5000 &
+    python infra/cloudformation/local_cloud.py              # a moto server of its own, example parameters
     python infra/cloudformation/local_cloud.py --endpoint http://127.0.0.1:5000 \
         MediaBucketName=demo-media AppOrigins=http://localhost:3000 \
         WebhookUrl=https://localhost:8000/v1/events/s3 EnableCdn=false
@@ -21,8 +21,11 @@ parts through the ordinary S3 / SNS / SQS APIs, so every resource can be inspect
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,17 +299,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--endpoint", default="http://127.0.0.1:5000", help="the moto server")
-    parser.add_argument("--stack", default="upload-broker")
-    parser.add_argument("parameters", nargs="*", metavar="KEY=VALUE")
-    args = parser.parse_args()
-    parameters = dict(item.split("=", 1) for item in args.parameters)
-    parameters.setdefault("EnableCdn", "false")  # moto has no CloudFront in CloudFormation
-    outputs = deploy(args.endpoint, args.stack, parameters)
-    json.dump(
-        {"outputs": outputs, "resources": describe(args.endpoint, outputs)}, sys.stdout, indent=2, default=str
+    parser.add_argument(
+        "--endpoint", help="a running moto server [default: start one on 127.0.0.1 for this run only]"
     )
+    parser.add_argument("--stack", default="upload-broker")
+    parser.add_argument("parameters", nargs="*", metavar="KEY=VALUE", help=f"defaults: {EXAMPLE_PARAMETERS}")
+    args = parser.parse_args()
+    parameters = EXAMPLE_PARAMETERS | dict(item.split("=", 1) for item in args.parameters)
+    with _moto_server(args.endpoint) as endpoint:
+        outputs = deploy(endpoint, args.stack, parameters)
+        seen = {"outputs": outputs, "resources": describe(endpoint, outputs)}
+    json.dump(seen, sys.stdout, indent=2, default=str)
     print()
+
+
+# What a first look needs; EnableCdn=false because moto has no CloudFront in CloudFormation.
+EXAMPLE_PARAMETERS = {
+    "MediaBucketName": "upload-broker-media",
+    "AppOrigins": "http://localhost:3000",
+    "WebhookUrl": "https://localhost:8000/v1/events/s3",
+    "EnableCdn": "false",
+}
+
+
+@contextlib.contextmanager
+def _moto_server(endpoint: str | None) -> Iterator[str]:
+    if endpoint:
+        yield endpoint
+        return
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":

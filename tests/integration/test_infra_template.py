@@ -422,3 +422,20 @@ def test_cdn_reads_only_public_media(public_bucket):
             },
         }
     ]
+
+
+def test_one_command_deploys_into_a_moto_server_of_its_own():
+    """The README's one command: no server to start first, example parameters, every resource printed."""
+    deployed = subprocess.run(
+        [sys.executable, str(TEMPLATE.with_name("local_cloud.py")), "AppOrigins=https://app.example.com"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    seen = json.loads(deployed.stdout)
+    assert seen["outputs"]["MediaBucketName"] == "upload-broker-media"
+    media = seen["resources"]["s3://upload-broker-media"]
+    assert media["cors"][0]["AllowedOrigins"] == ["https://app.example.com"]
+    assert {"ApiRoleArn", "WorkerRoleArn", "EventsTopicArn"} <= set(seen["outputs"])
