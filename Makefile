@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: dev test lint bench install npm-projects
+.PHONY: dev test lint bench install npm-projects cloud-local
 
 # The npm projects of the repo (the demo page, the typed client); each has `npm run build`.
 NPM_PROJECTS := $(wildcard web/package.json clients/typescript/package.json)
@@ -54,3 +54,8 @@ bench: $(VENV)/.installed-test
 	@command -v ffmpeg >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg)
 	$(BIN)/python -m bench.videos
+
+# The CloudFormation template deployed into a moto server of its own (no AWS account): prints every resource.
+cloud-local: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e '.[infra]'
+	$(BIN)/python infra/cloudformation/local_cloud.py $(PARAMETERS)
