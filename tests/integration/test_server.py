@@ -170,8 +170,9 @@ def test_gunicorn_takes_a_config_file_and_gunicorn_cmd_args_logs_json_and_refuse
     assert (status, body["error"]["code"]) == (400, "bad_request")
     requests.get(f"{served.url}/healthz", timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not any(
-        line.get("name") == "gunicorn.access" for line in served.lines()
+    while time.monotonic() < deadline and not (  # both are written by other threads, in no set order
+        any(line.get("name") == "gunicorn.access" for line in served.lines())
+        and any("Control socket" in line["message"] for line in served.lines())
     ):
         time.sleep(0.1)
     lines = served.lines()  # every line parses as JSON
