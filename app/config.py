@@ -7,6 +7,7 @@ JWKS URL) or webhook token stops start-up instead of silently accepting forged t
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Self
 
 from pydantic import Field, ValidationError, model_validator
@@ -102,6 +103,11 @@ class Settings(BaseSettings):
     # --- HTTP hardening -------------------------------------------------------------------------------------
     # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- the browser demo page ----------------------------------------------------------------------------------
+    # The built bundle of `web/` (`web/dist`), served at /demo when set. `broker dev` sets it to this checkout's
+    # bundle; unset (production) the route does not exist. The page is only a client of the public API.
+    demo_dir: Path | None = None
 
     # --- one Redis, several deployments ---------------------------------------------------------------------
     # Prefix of every key the broker itself writes to Redis (metrics, locks), so stacks sharing a Redis

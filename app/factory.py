@@ -10,7 +10,7 @@ from app.services import Services
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """The Flask app. Tests pass their own settings; processes read them from the environment."""
-    from app.api import documents, events, grants, health, media, metrics, multipart, openapi, uploads
+    from app.api import demo, documents, events, grants, health, media, metrics, multipart, openapi, uploads
     from app.api.cors import init_cors
     from app.api.edge import IdConverter, init_edge
     from app.api.errors import register_error_handlers
@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         metrics.bp,
     ):
         app.register_blueprint(blueprint)
+    if broker.settings.demo_dir is not None:
+        app.register_blueprint(demo.blueprint(broker.settings.demo_dir))
     register_error_handlers(app)
     init_edge(app, broker.settings.max_request_bytes)
     init_rate_limits(app)

@@ -26,6 +26,8 @@ from app.migrate import upgrade
 VAR = Path("var")
 LOGS = VAR / "log"
 DEV_USER = "00000000-0000-4000-8000-000000000001"
+# The browser demo page's bundle in this checkout (`make npm-projects` builds it); served at /demo.
+DEMO_BUNDLE = Path(__file__).resolve().parents[2] / "web" / "dist"
 
 
 class _Stop(Exception):
@@ -72,6 +74,8 @@ def run_dev(port: int) -> int:
         )
         upgrade(database_url)
         env = stack_env(settings, local, topic_arn, redis_url, database_url)
+        if not user_set(settings, "demo_dir"):
+            env["BROKER_DEMO_DIR"] = str(DEMO_BUNDLE)
         api_url = f"http://{LOOPBACK}:{port}"
         api = ManagedProcess(
             "api", python_module("app.cli", "serve", "--host", LOOPBACK, "--port", str(port)), LOGS, env
@@ -111,6 +115,8 @@ def _supervise(children: list[ManagedProcess]) -> int:
 
 
 def _banner(api_url: str, token: str | None, s3_url: str, dev_env: Path) -> None:
+    # The token rides in the fragment: the browser keeps it, no server or log ever sees it.
+    demo = f"{api_url}/demo/#token={token}" if token else f"{api_url}/demo/ (paste your token)"
     token = token or "(none: BROKER_JWT_JWKS_URL is set, use your issuer's tokens)"
     click.echo(
         f"""
@@ -118,6 +124,7 @@ upload-broker is running (logs in {LOGS}/)
   API        {api_url}
   local S3   {s3_url}
   dev token  {token}
+  demo page  {demo}
   settings   {dev_env}  (another shell: set -a; . {dev_env}; set +a; then any broker command)
 
 Try it:  export TOKEN={token}

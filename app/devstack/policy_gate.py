@@ -11,6 +11,11 @@ stack and the integration tests therefore talk to moto through this gate:
 - ``multipart/form-data`` POSTs to ``/<bucket>`` (path-style form uploads) are parsed as a stream, checked
   with :func:`app.devstack.post_policy.authorize_post`, the file is spooled (at most the policy's maximum
   size, to disk above 1 MiB) and only an accepted upload is re-sent to moto; refusals get S3's XML errors.
+- CORS preflights (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) are relayed without
+  any check: S3 answers them from the bucket's CORS rules alone, never authenticates them (a browser sends
+  them without credentials, to the presigned URL, query included), and moto answers them from the same rules.
+  A refusal of a browser's request carries the CORS headers the bucket's rules give its origin, as S3's
+  errors do, so a page can read the error code instead of seeing an opaque network failure.
 - Every other request, and every accepted one, is relayed unchanged — method, raw path and query, headers
   including ``Host`` and ``Authorization`` (so SigV4 service routing and virtual hosting keep working in
   moto), body streamed — and moto's answer is streamed back. Signatures in the ``Authorization`` header
@@ -67,6 +72,11 @@ HOP_BY_HOP = frozenset(
 # Our HTTP server always writes its own; relaying moto's too would send each twice.
 SET_BY_THIS_SERVER = frozenset({"date", "server"})
 
+# What an actual (not preflight) CORS response carries; the Allow-Methods/Headers answers are preflight-only.
+CORS_RESPONSE_HEADERS = frozenset(
+    {"access-control-allow-origin", "access-control-expose-headers", "access-control-allow-credentials"}
+)
+
 StartResponse = Callable[..., Any]
 
 
@@ -84,6 +94,8 @@ class PolicyGate:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         stream = get_input_stream(environ)
         mimetype, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        if _is_preflight(environ):
+            return self._forward(environ, start_response, _end_to_end_headers(environ), iter(()))
         try:
             presigned = authorize_presigned(_as_signed(environ), self._credentials, datetime.now(UTC))
             if (
@@ -97,7 +109,7 @@ class PolicyGate:
         except S3Error as error:
             _drain(stream)  # let the client finish sending, so it reads our answer instead of a reset
             logger.info("request refused", extra={"path": environ["PATH_INFO"], "code": error.code})
-            return _error(start_response, error)
+            return _error(start_response, error, self._cors_headers(environ))
 
     def _upload(
         self, environ: dict[str, Any], start_response: StartResponse, stream: IO[bytes], boundary: str
@@ -165,6 +177,38 @@ class PolicyGate:
         start_response(f"{response.status} {response.reason}", kept)
         return _ResponseStream(conn, response)
 
+    def _cors_headers(self, environ: dict[str, Any]) -> list[tuple[str, str]]:
+        """The CORS headers the bucket's rules give this request's origin, asked of moto with a preflight.
+
+        Only the bucket's rules decide, so the gate keeps no copy of them; no origin, no rule or no answer
+        means no headers (the browser then hides the error, as it would from S3).
+        """
+        origin = environ.get("HTTP_ORIGIN")
+        if not origin:
+            return []
+        conn = http.client.HTTPConnection(*self._address, timeout=10)
+        try:
+            conn.request(
+                "OPTIONS",
+                _raw_target(environ),
+                headers={
+                    "Host": environ.get("HTTP_HOST", ""),
+                    "Origin": origin,
+                    "Access-Control-Request-Method": environ["REQUEST_METHOD"],
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+        except OSError:
+            return []
+        finally:
+            conn.close()
+        if response.status != 200:
+            return []
+        return [
+            (name, value) for name, value in response.getheaders() if name.lower() in CORS_RESPONSE_HEADERS
+        ]
+
 
 class _ResponseStream:
     """Streams moto's body; ``close()`` (called by the WSGI server even if never iterated) frees the socket."""
@@ -212,6 +256,14 @@ def _complete(stream: IO[bytes], length: int) -> Iterator[bytes]:
         )
 
 
+def _is_preflight(environ: dict[str, Any]) -> bool:
+    return (
+        environ["REQUEST_METHOD"] == "OPTIONS"
+        and "HTTP_ORIGIN" in environ
+        and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in environ
+    )
+
+
 def _as_signed(environ: dict[str, Any]) -> HttpRequest:
     """The request as a presigned-URL check sees it: raw target, headers as received.
 
@@ -253,7 +305,9 @@ def _drain(stream: IO[bytes]) -> None:
         pass
 
 
-def _error(start_response: StartResponse, error: S3Error) -> list[bytes]:
+def _error(
+    start_response: StartResponse, error: S3Error, cors: list[tuple[str, str]] | None = None
+) -> list[bytes]:
     request_id, host_id = secrets.token_hex(8).upper(), secrets.token_urlsafe(48)
     body = error.to_xml(request_id, host_id)
     start_response(
@@ -263,6 +317,7 @@ def _error(start_response: StartResponse, error: S3Error) -> list[bytes]:
             ("Content-Length", str(len(body))),
             ("x-amz-request-id", request_id),
             ("x-amz-id-2", host_id),
+            *(cors or []),
         ],
     )
     return [body]

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     QUEUE_UNAVAILABLE = "queue_unavailable"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    DEMO_NOT_BUILT = "demo_not_built"  # /demo is on but `web/` was never built (`make npm-projects`)
 
     @property
     def status(self) -> int:
@@ -57,4 +58,5 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.QUEUE_UNAVAILABLE: 503,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.DEMO_NOT_BUILT: 503,
 }
