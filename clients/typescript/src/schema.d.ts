@@ -346,7 +346,7 @@ export interface components {
              * Code
              * @enum {string}
              */
-            code: "corrupt" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_request" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unsupported_codec" | "unsupported_type" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
+            code: "corrupt" | "demo_not_built" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_request" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unsupported_codec" | "unsupported_type" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
             /** Message */
             message: string;
         };
