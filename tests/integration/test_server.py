@@ -214,3 +214,23 @@ def test_a_bad_user_id_is_a_usage_error_not_a_traceback(settings):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "Invalid value for '--user'" in result.stderr
+
+
+def test_connections_are_spread_over_every_gunicorn_worker(serve):
+    """A socket per worker (SO_REUSEPORT): a client's keep-alive connections do not all land on one worker."""
+    served = serve("--server", "gunicorn", "--workers", "2")
+    sessions = [requests.Session() for _ in range(16)]  # one keep-alive connection each
+    for session in sessions:
+        for _ in range(3):
+            assert session.get(f"{served.url}/healthz", headers={"User-Agent": "spread/1"}, timeout=10).ok
+    for session in sessions:
+        session.close()
+    deadline, pids = time.monotonic() + 10, set()
+    while time.monotonic() < deadline and len(pids) < 2:
+        pids = {
+            line["pid"]
+            for line in served.lines()
+            if line.get("name") == "gunicorn.access" and line.get("user_agent") == "spread/1"
+        }
+        time.sleep(0.1)
+    assert len(pids) == 2  # 16 connections on one of two sockets by chance: 2 in 65,536
