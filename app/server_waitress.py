@@ -1,4 +1,4 @@
-"""`broker serve`'s default server: waitress, one process per core, sharing one listening socket.
+"""`broker serve`'s default server: waitress, one process per core, each with its own listening socket.
 
 Why not gunicorn alone: its threaded worker hands a connection to a thread as soon as the headers are in,
 and the thread then blocks reading the body. Eight clients that send half a body held all 2 x 4 threads and
@@ -8,7 +8,10 @@ event loop and only hands *complete* requests to its threads, so a slow client c
 bounds what is buffered. gunicorn stays available (`--server gunicorn`) for a deployment behind a proxy
 that buffers requests itself (nginx with `proxy_request_buffering on`).
 
-The parent binds the socket, forks the processes and restarts one that dies; SIGTERM or SIGINT stops them.
+The parent holds the address (bound, not listening), forks the processes and restarts one that dies;
+SIGTERM or SIGINT stops them. Each process listens on a socket of its own with SO_REUSEPORT, so the kernel
+spreads new connections evenly over them: on one shared socket whichever process woke first took them, and a
+client's keep-alive connections could all land on one process while the other core idled.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def access_logged(app: Wsgi) -> Wsgi:
     return wrapped
 
 
-def _serve(listener: socket.socket, threads: int) -> None:
+def _serve(host: str, port: int, threads: int) -> None:
     """One server process: never returns."""
     from app.config import get_settings
     from app.factory import create_app
@@ -115,6 +118,7 @@ def _serve(listener: socket.socket, threads: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends SIGTERM
     configure_logging()
+    listener = socket.create_server((host, port), backlog=1024, reuse_port=True)
     TcpWSGIServer.channel_class = JsonErrorChannel
     server = create_server(
         access_logged(create_app()),
@@ -148,7 +152,7 @@ def run_waitress(host: str, port: int, processes: int, threads: int = THREADS) -
 
     configure_logging()
     try:
-        listener = socket.create_server((host, port), backlog=1024)
+        address = _hold_address(host, port)
     except OSError as error:
         log.error("cannot listen", extra={"address": f"{host}:{port}", "error": str(error)})
         sys.exit(2)
@@ -158,7 +162,8 @@ def run_waitress(host: str, port: int, processes: int, threads: int = THREADS) -
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:
-            _serve(listener, threads)
+            address.close()
+            _serve(host, port, threads)
         children.add(pid)
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -188,4 +193,18 @@ def run_waitress(host: str, port: int, processes: int, threads: int = THREADS) -
             log.error("server process exited; starting another", extra={"pid": pid, "status": status})
             time.sleep(1)  # a process that dies at start-up must not become a fork loop
             spawn()
-    listener.close()
+    address.close()
+
+
+def _hold_address(host: str, port: int) -> socket.socket:
+    """The address, bound with SO_REUSEPORT but not listening: a port in use fails here, before any process
+    starts, and no other program can take it meanwhile; a socket that does not listen gets no connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((host, port))
+    except OSError:
+        holder.close()
+        raise
+    return holder

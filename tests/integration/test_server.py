@@ -216,9 +216,10 @@ def test_a_bad_user_id_is_a_usage_error_not_a_traceback(settings):
     assert "Invalid value for '--user'" in result.stderr
 
 
-def test_connections_are_spread_over_every_gunicorn_worker(serve):
-    """A socket per worker (SO_REUSEPORT): a client's keep-alive connections do not all land on one worker."""
-    served = serve("--server", "gunicorn", "--workers", "2")
+@pytest.mark.parametrize("server", ["waitress", "gunicorn"])
+def test_connections_are_spread_over_every_server_process(serve, server):
+    """A socket per process (SO_REUSEPORT): a client's keep-alive connections do not all land on one."""
+    served = serve("--server", server, "--workers", "2")
     sessions = [requests.Session() for _ in range(16)]  # one keep-alive connection each
     for session in sessions:
         for _ in range(3):
@@ -230,7 +231,7 @@ def test_connections_are_spread_over_every_gunicorn_worker(serve):
         pids = {
             line["pid"]
             for line in served.lines()
-            if line.get("name") == "gunicorn.access" and line.get("user_agent") == "spread/1"
+            if line.get("message") == "request" and line.get("user_agent") == "spread/1"
         }
         time.sleep(0.1)
     assert len(pids) == 2  # 16 connections on one of two sockets by chance: 2 in 65,536
