@@ -26,6 +26,7 @@ connect timeout per pause, not one per request.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import functools
 import json
@@ -176,6 +177,9 @@ class PendingCounts:
             if self._flusher is None:  # started lazily: in the process that records, after any fork
                 self._flusher = threading.Thread(target=self._flush_often, name="metrics-flush", daemon=True)
                 self._flusher.start()
+                # A process that exits normally delivers what it holds; one that is killed loses at most
+                # its last FLUSH_SECONDS of API counters.
+                atexit.register(self.stop)
 
     def take(self) -> list[Increment]:
         """Everything pending, now owed by the caller: it writes it, or gives it back."""
