@@ -7,7 +7,7 @@ media plus the declared size of uploads still in flight.
 
 On PostgreSQL the statement is compiled once per process and run straight on the driver, over a pool of
 autocommit connections of its own: no per-request compile or result machinery, no BEGIN/COMMIT, no rollback
-when a connection goes back to the pool, no pre-ping. That takes a ticket's row from ~380 to ~80 µs of the
+when a connection goes back to the pool, no pre-ping. That takes a ticket's row from ~380 to ~130 µs of the
 API's CPU (psycopg prepares the statement server-side after a few runs). A connection that dropped (a
 PostgreSQL restart) is discarded and the INSERT retried once on a fresh one. Other databases (SQLite under
 `broker dev`) run the same Core statement through SQLAlchemy.
