@@ -4,10 +4,11 @@ Keyed by the authenticated user, not the IP: mobile users share carrier NAT addr
 valid token counts against one shared `anonymous` key, then gets its 401 from the view). A check is one
 round trip: one Lua script (`EVALSHA`) runs `SET key 0 EX <window> NX` (the window starts at the user's
 first request), `INCR key` and `PTTL key` per configured limit, atomically, so the key can never lose its
-expiry between the commands. (It was a MULTI/EXEC pipeline of the same commands: five commands and five
-replies for redis-py to pack and parse cost three times the CPU of one script call.) Over the limit is 429 `rate_limited` with `Retry-After`; every answer of the route carries
-`X-RateLimit-Limit`, `-Remaining`, `-Reset` (epoch seconds) and `Retry-After` (seconds until the window
-resets) for the tightest limit.
+expiry between the commands; the same call delivers the process's pending API counters (`app.metrics`). (A
+MULTI/EXEC pipeline of the same commands, five commands and five replies for redis-py to pack and parse,
+cost three times the client CPU of one script call.) Over the limit is 429 `rate_limited` with
+`Retry-After`; every answer of the route carries `X-RateLimit-Limit`, `-Remaining`, `-Reset` (epoch
+seconds) and `Retry-After` (seconds until the window resets) for the tightest limit.
 
 The limit is `BROKER_TICKET_RATE_LIMIT` in flask-limiter's syntax ("60/minute", "10/second;300/hour"), parsed
 by `limits`. If Redis is down the check lets requests through — the ticket itself still works, and the
