@@ -61,6 +61,8 @@ def json_body() -> dict[str, Any]:
 
 def _depth_exceeds(raw: bytes, limit: int) -> bool:
     """Bracket depth outside strings, counted without parsing (a deep document never reaches the parser)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # every ordinary body: no byte-by-byte walk
+        return False
     depth, in_string, escaped = 0, False, False
     for byte in raw:
         if in_string:

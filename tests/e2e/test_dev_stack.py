@@ -89,7 +89,9 @@ def test_dev_stack_runs_the_whole_pipeline_and_stops_cleanly(dev_stack):
     # The browser demo: its link carries the dev token in the fragment, and the page is served.
     assert f"{api}/demo/#token={token}" in output
     page = requests.get(f"{api}/demo/", timeout=10)
-    assert page.status_code == 200, f"{page.status_code} {page.text[:300]} (make npm-projects builds web/dist)"
+    assert page.status_code == 200, (
+        f"{page.status_code} {page.text[:300]} (make npm-projects builds web/dist)"
+    )
     assert "text/html" in page.headers["Content-Type"]
 
     process.send_signal(signal.SIGINT)
