@@ -6,8 +6,9 @@ so an API change that was not regenerated fails here (and the client's `tsc` run
 Real runs: the client is compiled with its own tsc settings to a temporary folder and driven by Node (global
 fetch, FormData and Blob, as in React Native) against the API over HTTP, the local S3 behind its gate, SNS to
 the webhook, Redis and a real RQ worker: a photo by presigned POST, a workout video by multipart (threshold
-lowered so a 12 MB file takes three 5 MiB-sized parts), an API refusal and a rejected upload, each surfacing
-the API's code.
+lowered so a 12 MB file takes three 5 MiB-sized parts), the same video stopped after its first part and
+resumed by a new Node process that knows only the upload id and the file, an API refusal and a rejected
+upload, each surfacing the API's code.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import av
@@ -36,32 +38,50 @@ NODE_MODULES = CLIENT / "node_modules"
 SCHEMA = CLIENT / "src" / "schema.d.ts"
 
 # Run by Node next to the compiled client: upload one file with `uploadFile`, print one JSON document (the
-# result with the ticket and the progress seen, or the error's code), like `broker upload --json`.
+# result with the ticket, the progress seen and the part PUTs sent, or the error's code), like `broker upload
+# --json`. `run` may resume an upload by id (then the kind and context are not passed: the app knows only
+# the id and the file), stop after some parts (the app killed mid-upload) and set how many parts fly at once.
 RUNNER = """
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { BrokerError, createBrokerClient, uploadFile } from "./dist/src/index.js";
 
-const [baseUrl, token, path, kind, contentType, context] = process.argv.slice(2);
+const [baseUrl, token, path, kind, contentType, context, runOptions] = process.argv.slice(2);
+const run = JSON.parse(runOptions);
+// The store's side of the network as the client uses it: every part PUT that leaves, by part number (a
+// fetch whose signal is already aborted sends nothing, so it is not counted).
+const puts = {};
+const realFetch = globalThis.fetch;
+globalThis.fetch = (input, init) => {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const part = url.searchParams.get("partNumber");
+  if (init?.method === "PUT" && part !== null && !init.signal?.aborted) puts[part] = (puts[part] ?? 0) + 1;
+  return realFetch(input, init);
+};
+const stop = new AbortController();
 const file = new Blob([await readFile(path)], { type: contentType });
 let ticket = null;
 const progress = [];
 try {
   const result = await uploadFile(createBrokerClient({ baseUrl, token }), {
-    kind,
+    ...(run.resume ? { resume: run.resume } : { kind, filename: basename(path), context: JSON.parse(context) }),
     file,
-    filename: basename(path),
-    context: JSON.parse(context),
+    ...(run.parallel ? { parallel: run.parallel } : {}),
     pollIntervalMs: 100,
     timeoutMs: 60_000,
+    signal: stop.signal,
     onTicket: (issued) => { ticket = issued; },
-    onProgress: (sent, total) => progress.push([sent, total]),
+    onProgress: (sent, total) => {
+      progress.push([sent, total]);
+      if (run.stopAfterParts !== undefined && progress.length >= run.stopAfterParts) stop.abort();
+    },
   });
-  console.log(JSON.stringify({ ...result, ticket, progress }));
+  console.log(JSON.stringify({ ...result, ticket, progress, puts }));
 } catch (error) {
   if (!(error instanceof BrokerError)) throw error;
   const { code, status, uploadId, upload } = error;
-  console.log(JSON.stringify({ error: { code, message: error.message, status, uploadId, upload }, ticket }));
+  const failure = { code, message: error.message, status, uploadId, upload };
+  console.log(JSON.stringify({ error: failure, ticket, progress, puts }));
 }
 """
 
@@ -127,9 +147,16 @@ def runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def upload_with_node(runner: Path, drain):
     def run(
-        client: BrokerClient, path: Path, kind: str, content_type: str, context: dict[str, str] | None = None
+        client: BrokerClient,
+        path: Path,
+        kind: str,
+        content_type: str,
+        context: dict[str, str] | None = None,
+        **run_options: str | int,
     ) -> dict:
+        """`run_options`: `resume` (an upload id), `stopAfterParts`, `parallel`, as the runner reads them."""
         args = [client.api_url, client.token, str(path), kind, content_type, json.dumps(context or {})]
+        args.append(json.dumps(run_options))
         process = subprocess.Popen(
             ["node", "upload.mjs", *args],
             cwd=runner,
@@ -193,6 +220,61 @@ def test_a_video_over_the_threshold_goes_in_parts_of_the_tickets_size(
     assert (media["width"], media["height"]) == (640, 360)
     poster = requests.get(media["variants"]["poster"]["url"], timeout=10)
     assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"  # a JPEG
+
+
+def test_a_multipart_upload_stopped_after_its_first_part_resumes_with_only_the_missing_parts(
+    upload_with_node, alice, serve_with, tmp_path: Path
+) -> None:
+    video = noisy_video(tmp_path / "squat.mp4", frames=28)
+    size = video.stat().st_size
+    assert 10 * MiB < size <= 15 * MiB, size  # three parts: 5 MiB, 5 MiB, the rest
+    low = BrokerClient(
+        serve_with(multipart_threshold_bytes=5 * MiB, multipart_part_size_bytes=5 * MiB).url, alice.token
+    )
+
+    # The app is stopped once part 1 is in the store (one part at a time, so no other part is in flight).
+    stopped = upload_with_node(
+        low, video, "workout_video", "video/mp4", {"workout_id": "leg-day"}, stopAfterParts=1, parallel=1
+    )
+    assert stopped["error"]["code"] == "aborted", stopped
+    upload_id = stopped["ticket"]["upload_id"]
+    assert stopped["puts"] == {"1": 1}
+    listed = low.stored_parts(upload_id)
+    assert listed.status_code == 200, listed.text
+    assert [(p["part_number"], p["size"]) for p in listed.json()["parts"]] == [(1, 5 * MiB)]
+    assert low.status(upload_id).json()["status"] == "pending"
+
+    # A new process knows only the id and the file: no kind, no context, no ticket.
+    resumed = upload_with_node(low, video, "", "video/mp4", resume=upload_id)
+
+    assert "error" not in resumed, resumed
+    assert resumed["puts"] == {"2": 1, "3": 1}  # part 1 was not sent again
+    assert resumed["ticket"] is None  # no new ticket, so no `onTicket`
+    assert resumed["progress"][0] == [5 * MiB, size]  # starts from what the store held
+    assert resumed["progress"][-1] == [size, size]
+    upload, media = resumed["upload"], resumed["media"]
+    assert (upload["upload_id"], upload["status"]) == (upload_id, "ready")
+    assert upload["media"]["variants"] == ["poster"]
+    assert (media["width"], media["height"]) == (640, 360)
+
+    # Resuming again (the app restarted after completion) only waits for the result.
+    again = upload_with_node(low, video, "", "video/mp4", resume=upload_id)
+    assert (again["upload"]["status"], again["puts"]) == ("ready", {})
+
+
+def test_resuming_what_cannot_be_resumed_gives_the_apis_code(upload_with_node, alice, tmp_path: Path) -> None:
+    photo = tmp_path / "plank.jpg"
+    photo.write_bytes(images.jpeg(64, 64))
+
+    unknown = upload_with_node(alice, photo, "", "image/jpeg", resume=str(uuid.uuid4()))
+    assert (unknown["error"]["code"], unknown["error"]["status"]) == ("not_found", 404)
+
+    posted = alice.ticket(
+        "workout_photo", "image/jpeg", photo.read_bytes(), context={"workout_id": "leg-day"}
+    )
+    single = upload_with_node(alice, photo, "", "image/jpeg", resume=posted["upload_id"])
+    assert (single["error"]["code"], single["error"]["status"]) == ("not_multipart", 409)
+    assert single["puts"] == {}
 
 
 def test_a_refusal_and_a_rejection_surface_the_apis_codes(upload_with_node, alice, tmp_path: Path) -> None:

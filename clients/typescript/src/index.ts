@@ -6,7 +6,9 @@
  * changed API fails `tsc` here before it fails on a phone. `uploadFile` is the flow the app follows, the same
  * calls in the same order as `broker upload` (app/client/): a ticket, the bytes straight to the store (one
  * presigned POST, or presigned part PUTs of exactly the sizes the ticket dictates, then completion), then the
- * upload's status until it is final, and the link to the result.
+ * upload's status until it is final, and the link to the result. With `resume` it picks up a multipart upload
+ * an earlier run (or an earlier launch of the app) started, as `broker upload --resume` does: from the broker's
+ * answers alone it learns which parts the store holds and the part size, and sends only the rest.
  *
  * Every failure is a `BrokerError` whose `code` is the API's stable code (`unsupported_type`,
  * `type_mismatch`, …) or one of the few this side adds (`ClientErrorCode`). No shape is copied by hand: the
@@ -27,10 +29,12 @@ export type ApiErrorCode = Schemas["ErrorDetail"]["code"];
  * Codes of this client: `network_error` (no answer, retries exhausted), `store_<S3 code>` (the store refused
  * the bytes, e.g. `store_AccessDenied`), `http_<status>` (an answer without the API's error shape, such as a
  * proxy's error page), `timeout` (still processing when `timeoutMs` ran out: the upload goes on, poll it
- * later), `aborted` (the caller's signal), `upload_<status>` (the upload ended `expired` or `deleted`).
+ * later), `aborted` (the caller's signal), `upload_<status>` (the upload ended `expired` or `deleted`),
+ * `not_the_same_file` (resuming: the file does not fit the parts the store holds, as in `broker upload`).
  */
 export type ClientErrorCode =
   | "network_error"
+  | "not_the_same_file"
   | `store_${string}`
   | `http_${number}`
   | "timeout"
@@ -89,8 +93,28 @@ export interface NativeFile {
   size?: number;
 }
 
-export interface UploadOptions {
-  kind: MediaKind;
+/**
+ * A new upload needs its kind; resuming one needs only its id, so an app that kept nothing but the id (and
+ * the file) can resume, and an app can also make the same call either way with `resume: savedId`.
+ */
+export type UploadOptions = FileOptions &
+  (
+    | { kind: MediaKind; resume?: string | undefined }
+    | {
+        kind?: MediaKind | undefined;
+        /**
+         * The `upload_id` of a multipart upload this file started (kept from `onTicket`): send only the parts
+         * the store lacks, complete, then wait as for a new upload. An upload that is already complete is
+         * only waited for. Its ticket fixed the kind, type, size and part size, so the ticket options below
+         * are not used, and `onTicket` is not called (there is no new ticket). Refusals carry the API's code:
+         * `not_found`, `not_multipart` (a POST cannot be resumed: upload again), `upload_closed` (expired or
+         * cancelled); a file that does not fit the stored parts is `not_the_same_file`.
+         */
+        resume: string;
+      }
+  );
+
+export interface FileOptions {
   /** a Blob or File (web, Node), or a React Native file */
   file: Blob | NativeFile;
   /** default: the file's own type */
@@ -109,7 +133,10 @@ export interface UploadOptions {
   /** how long to wait for the processed result; default 10 minutes */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** called with the ticket before any byte is sent: keep `upload_id` to poll or cancel after a restart */
+  /**
+   * called with a new upload's ticket before any byte is sent: keep `upload_id` to resume (multipart), poll
+   * or cancel after a restart
+   */
   onTicket?: (ticket: Ticket) => void;
   /** bytes the store has confirmed so far, out of the file's size */
   onProgress?: (sentBytes: number, totalBytes: number) => void;
@@ -122,8 +149,12 @@ export interface UploadResult {
   media: Media;
 }
 
-/** Ticket → bytes to the store → status until final → link. Throws `BrokerError` for every failure. */
+/**
+ * Ticket → bytes to the store → status until final → link; or, with `resume`, the missing parts → status
+ * until final → link. Throws `BrokerError` for every failure.
+ */
 export async function uploadFile(client: BrokerClient, options: UploadOptions): Promise<UploadResult> {
+  if (isResume(options)) return resumeUpload(client, options.resume, options);
   const { file, signal } = options;
   const native = isNativeFile(file);
   const size = native ? (file.size ?? (await nativeBlob(file, signal)).size) : file.size;
@@ -144,29 +175,88 @@ export async function uploadFile(client: BrokerClient, options: UploadOptions): 
     signal,
   );
   options.onTicket?.(ticket);
-  const transfer: Transfer = {
-    client,
-    ticket,
-    file,
-    size,
-    retries: options.retries ?? 4,
-    progress: (sent) => options.onProgress?.(sent, size),
-    ...(signal ? { signal } : {}),
-  };
+  const transfer = newTransfer(client, ticket.upload_id, file, size, options);
   const plan = ticket.upload;
   if (plan.method === "POST") {
     await postToStore(transfer, plan, filename);
   } else {
-    await sendParts(transfer, plan, options.parallel ?? 4);
+    const job = { partSize: plan.part_size, partCount: plan.part_count, stored: new Map<number, StoredPart>() };
+    await sendParts(transfer, job, range(1, plan.part_count), options.parallel ?? 4);
   }
   return waitForResult(client, ticket.upload_id, options);
+}
+
+// Statuses of an upload whose bytes are all in (completed before the interruption): resuming only waits.
+const PAST_THE_BYTES = new Set<UploadStatus["status"]>([
+  "uploaded",
+  "processing",
+  "ready",
+  "rejected",
+  "failed",
+  "superseded",
+]);
+
+/**
+ * `broker upload --resume` (app/client/flow.py): the upload's status, the parts the store holds, the part
+ * size from the length the broker signs into part 1's URL, then only the missing parts and completion.
+ */
+async function resumeUpload(client: BrokerClient, uploadId: string, options: UploadOptions): Promise<UploadResult> {
+  const { signal } = options;
+  const path = { params: { path: { upload_id: uploadId } }, ...(signal ? { signal } : {}) };
+  const { status } = await api(client.GET("/v1/uploads/{upload_id}", path), signal, uploadId);
+  if (PAST_THE_BYTES.has(status)) return waitForResult(client, uploadId, options);
+  // Pending, expired or deleted: the broker judges whether parts can still come (`not_multipart`,
+  // `upload_closed`), so the caller gets the API's code rather than one guessed here.
+  const listed = await api(client.GET("/v1/uploads/{upload_id}/parts", path), signal, uploadId);
+  const source = isNativeFile(options.file) ? await nativeBlob(options.file, signal) : options.file;
+  const transfer = newTransfer(client, uploadId, source, source.size, options);
+  // Part 1's URL is asked for even when part 1 is stored: its signed length is the only place the broker
+  // states the part size (a new upload gets it in the ticket).
+  const [first] = (await askForUrls(transfer, [1])).values();
+  const partSize = Number(first?.headers["Content-Length"]);
+  if (!first || !Number.isSafeInteger(partSize) || partSize <= 0) {
+    throw new BrokerError("invalid_request", "the broker signed no length into part 1's URL", undefined, uploadId);
+  }
+  if (partSize > source.size) {
+    throw notTheSameFile(uploadId, `the upload's first part is ${partSize} bytes, the whole file only ${source.size}`);
+  }
+  const job: PartsJob = {
+    partSize,
+    partCount: Math.ceil(source.size / partSize),
+    stored: new Map(listed.parts.map((part) => [part.part_number, part])),
+    known: first,
+  };
+  for (const part of job.stored.values()) {
+    // A stored part that this file would cut differently means another file, or this one changed: completing
+    // would be refused (or worse, join two files' bytes), so stop before sending anything.
+    const expected = part.part_number <= job.partCount ? partLength(job, part.part_number, source.size) : 0;
+    if (part.size !== expected) {
+      throw notTheSameFile(
+        uploadId,
+        `the store holds part ${part.part_number} with ${part.size} bytes; the file's is ${expected}`,
+      );
+    }
+  }
+  const missing = range(1, job.partCount).filter((number) => !job.stored.has(number));
+  await sendParts(transfer, job, missing, options.parallel ?? 4);
+  return waitForResult(client, uploadId, options);
+}
+
+// A guard, not `options.resume !== undefined`: TS narrows a union only on literal types, and `resume` is a
+// string, so the guard is what tells the compiler that a new upload has its `kind`.
+function isResume(options: UploadOptions): options is FileOptions & { resume: string } {
+  return options.resume !== undefined;
+}
+
+function notTheSameFile(uploadId: string, message: string): BrokerError {
+  return new BrokerError("not_the_same_file", message, undefined, uploadId);
 }
 
 // --- the bytes ---------------------------------------------------------------------------------------------
 
 interface Transfer {
   client: BrokerClient;
-  ticket: Ticket;
+  uploadId: string;
   file: Blob | NativeFile;
   size: number;
   retries: number;
@@ -174,9 +264,43 @@ interface Transfer {
   signal?: AbortSignal;
 }
 
+function newTransfer(
+  client: BrokerClient,
+  uploadId: string,
+  file: Blob | NativeFile,
+  size: number,
+  options: UploadOptions,
+): Transfer {
+  const { signal } = options;
+  return {
+    client,
+    uploadId,
+    file,
+    size,
+    retries: options.retries ?? 4,
+    progress: (sent) => options.onProgress?.(sent, size),
+    ...(signal ? { signal } : {}),
+  };
+}
+
 type PresignedPost = Schemas["PresignedPost"];
-type MultipartPlan = Schemas["MultipartPlan"];
 type PartUrl = Schemas["PartUrl"];
+type StoredPart = Schemas["StoredPartInfo"];
+
+/** A multipart upload's parts: how the file is cut, and what the store already holds (resuming). */
+interface PartsJob {
+  partSize: number;
+  partCount: number;
+  /** the parts the store holds, by number: their etags go into completion as they are */
+  stored: Map<number, StoredPart>;
+  /** a part URL already in hand (resuming asks for part 1's to learn the part size) */
+  known?: PartUrl;
+}
+
+/** Part `number`'s length: the part size, the last part the remainder (the same cut as the broker's). */
+function partLength(job: PartsJob, number: number, size: number): number {
+  return Math.min(job.partSize, size - (number - 1) * job.partSize);
+}
 
 // The API hands out part URLs 100 at a time at most (PartUrlsRequest).
 const PART_URLS_PER_CALL = 100;
@@ -201,29 +325,34 @@ async function postToStore(transfer: Transfer, plan: PresignedPost, filename: st
   transfer.progress(transfer.size);
 }
 
-async function sendParts(transfer: Transfer, plan: MultipartPlan, parallel: number) {
-  const { client, ticket, signal } = transfer;
-  const uploadId = ticket.upload_id;
+/** Presigned PUTs for `numbers`, by part number. */
+function askForUrls(transfer: Transfer, numbers: number[]): Promise<Map<number, PartUrl>> {
+  const { client, uploadId, signal } = transfer;
+  return api(
+    client.POST("/v1/uploads/{upload_id}/parts", {
+      params: { path: { upload_id: uploadId } },
+      body: { part_numbers: numbers },
+      ...(signal ? { signal } : {}),
+    }),
+    signal,
+    uploadId,
+  ).then((answer) => new Map(answer.parts.map((part) => [part.part_number, part])));
+}
+
+/** Send the parts `numbers` (ascending), `parallel` at a time, then complete with every part's etag. */
+async function sendParts(transfer: Transfer, job: PartsJob, numbers: number[], parallel: number) {
+  const { client, uploadId, signal } = transfer;
   const source = isNativeFile(transfer.file) ? await nativeBlob(transfer.file, signal) : transfer.file;
   const windows = new Map<number, Promise<Map<number, PartUrl>>>();
-  const askForUrls = (numbers: number[]) =>
-    api(
-      client.POST("/v1/uploads/{upload_id}/parts", {
-        params: { path: { upload_id: uploadId } },
-        body: { part_numbers: numbers },
-        ...(signal ? { signal } : {}),
-      }),
-      signal,
-      uploadId,
-    ).then((answer) => new Map(answer.parts.map((part) => [part.part_number, part])));
-  // URLs are asked for a window at a time, as the senders reach it, not all 10,000 up front.
-  const urlFor = async (number: number): Promise<PartUrl> => {
-    const window = Math.floor((number - 1) / PART_URLS_PER_CALL);
+  // URLs are asked for a window of the parts to send at a time, as the senders reach it, not all 10,000 up
+  // front (and never for parts the store already holds).
+  const urlFor = async (index: number): Promise<PartUrl> => {
+    const number = numbers[index] as number;
+    if (job.known?.part_number === number) return job.known;
+    const window = Math.floor(index / PART_URLS_PER_CALL);
     let urls = windows.get(window);
     if (!urls) {
-      const first = window * PART_URLS_PER_CALL + 1;
-      const last = Math.min(first + PART_URLS_PER_CALL - 1, plan.part_count);
-      urls = askForUrls(range(first, last));
+      urls = askForUrls(transfer, numbers.slice(window * PART_URLS_PER_CALL, (window + 1) * PART_URLS_PER_CALL));
       windows.set(window, urls);
     }
     const url = (await urls).get(number);
@@ -231,18 +360,21 @@ async function sendParts(transfer: Transfer, plan: MultipartPlan, parallel: numb
     return url;
   };
 
-  const etags = new Map<number, string>();
-  let next = 1;
-  let sent = 0;
+  const etags = new Map<number, string>([...job.stored].map(([number, part]) => [number, part.etag]));
+  let next = 0;
+  // What the store already holds counts as sent: a resumed upload's progress starts where the last run ended.
+  let sent = transfer.size - numbers.reduce((total, number) => total + partLength(job, number, transfer.size), 0);
+  if (sent > 0) transfer.progress(sent);
   const sender = async () => {
-    while (next <= plan.part_count) {
-      const number = next++;
-      const start = (number - 1) * plan.part_size;
-      const bytes = source.slice(start, Math.min(start + plan.part_size, transfer.size));
-      let part = await urlFor(number);
+    while (next < numbers.length) {
+      const index = next++;
+      const number = numbers[index] as number;
+      const start = (number - 1) * job.partSize;
+      const bytes = source.slice(start, start + partLength(job, number, transfer.size));
+      let part = await urlFor(index);
       const etag = await withRetries(transfer, async (attempt) => {
         if (attempt > 0 && Date.parse(part.expires_at) - Date.now() < EXPIRY_MARGIN_MS) {
-          part = (await askForUrls([number])).get(number) ?? part;
+          part = (await askForUrls(transfer, [number])).get(number) ?? part;
         }
         return putPart(transfer, part, bytes);
       });
@@ -251,7 +383,7 @@ async function sendParts(transfer: Transfer, plan: MultipartPlan, parallel: numb
       transfer.progress(sent);
     }
   };
-  await Promise.all(range(1, Math.min(Math.max(parallel, 1), plan.part_count)).map(sender));
+  await Promise.all(range(1, Math.min(Math.max(parallel, 1), numbers.length)).map(sender));
 
   const parts = [...etags].sort(([a], [b]) => a - b).map(([part_number, etag]) => ({ part_number, etag }));
   await api(
@@ -275,7 +407,7 @@ async function putPart(transfer: Transfer, part: PartUrl, bytes: Blob): Promise<
       "size_mismatch",
       `part ${part.part_number} is ${bytes.size} bytes, its URL signs ${signed}`,
       undefined,
-      transfer.ticket.upload_id,
+      transfer.uploadId,
     );
   }
   const response = await storeRequest(transfer, part.url, { method: part.method, headers, body: bytes });
@@ -294,7 +426,7 @@ async function storeRequest(transfer: Transfer, url: string, init: RequestInit):
   const text = await response.text().catch(() => "");
   const code = /<Code>([^<]+)<\/Code>/.exec(text)?.[1] ?? `HTTP${response.status}`;
   const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1] ?? text.slice(0, 200);
-  const error = new BrokerError(`store_${code}`, message, response.status, transfer.ticket.upload_id);
+  const error = new BrokerError(`store_${code}`, message, response.status, transfer.uploadId);
   throw response.status >= 500 || /expired/i.test(message) ? new Retryable(error) : error;
 }
 
