@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterable
@@ -136,3 +138,14 @@ def own_queues(prefix: str) -> dict[str, str]:
         "video_queue_name": f"{prefix}-videos",
         "document_queue_name": f"{prefix}-documents",
     }
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started with `start_new_session=True` and everything it forked; SIGKILL after 20 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)

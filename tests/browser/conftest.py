@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from tests.support import REPO, settings_env
+from tests.support import REPO, settings_env, stop_process_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB_DIST = REPO / "web" / "dist"
@@ -89,11 +88,5 @@ def worker(settings: Settings, logs_dir: Path) -> Iterator[subprocess.Popen[byte
         start_new_session=True,  # its own process group: stopping it stops its work horse too
     )
     yield process
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+    stop_process_group(process)
     log.close()

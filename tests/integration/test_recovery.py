@@ -31,7 +31,7 @@ from app.repository import advance
 from app.services import Services
 from tests import images
 from tests.conftest import WEBHOOK_TOKEN, postgres_available
-from tests.support import REPO, BrokerClient, own_queues, settings_env
+from tests.support import REPO, BrokerClient, own_queues, settings_env, stop_process_group
 from workers import lifecycle, scheduled
 from workers.context import current_services, use_services
 from workers.jobs import process_upload
@@ -118,16 +118,6 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
-
-
 def test_a_job_whose_worker_was_killed_is_re_run_once_by_the_recover_sweep(alice, services, private_services):
     upload_id = _uploaded(alice, services)
     own = private_services(job_retry_intervals=RETRIES)
@@ -146,7 +136,7 @@ def test_a_job_whose_worker_was_killed_is_re_run_once_by_the_recover_sweep(alice
         os.kill(horse, signal.SIGKILL)
         first.wait(10)
     finally:
-        _stop(first)
+        stop_process_group(first)
     assert alice.status(upload_id).json()["status"] == "processing"
     assert job.get_status() == "started"  # RQ still believes it runs
 
@@ -188,7 +178,7 @@ def test_a_job_whose_worker_was_killed_is_re_run_once_by_the_recover_sweep(alice
     try:
         alice.wait_status(upload_id, {"ready"}, timeout=90)
     finally:
-        _stop(fresh)
+        stop_process_group(fresh)
     assert own.redis.get(f"recovery-test:attempts:{upload_id}") == b"2"  # one killed, one that finished
     assert Job.fetch(job.id, connection=own.redis).get_status() == "finished"
     media = alice.media(upload_id)

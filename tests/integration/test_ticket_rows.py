@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.migrate import upgrade
 from app.ticket_rows import APPLICATION_NAME, TicketRows
+from tests.conftest import _postgres_schema_url, postgres_available
 
 
 def ticket_row(owner: str, size: int) -> dict[str, Any]:
@@ -63,10 +66,17 @@ def test_rows_are_inserted_until_the_quota_refuses(database_url) -> None:
         engine.dispose()
 
 
-def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(database_url) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the driver path and its pool are PostgreSQL's")
-    engine = create_engine(database_url)
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A migrated schema in PostgreSQL: the driver path and its pool exist only there."""
+    for url in _postgres_schema_url():
+        upgrade(url)
+        yield url
+
+
+@pytest.mark.skipif(not postgres_available(), reason="needs the PostgreSQL server the CI job provides")
+def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(postgres_url) -> None:
+    engine = create_engine(postgres_url)
     rows, owner = TicketRows(engine), str(uuid.uuid4())
     try:
         assert rows.insert(ticket_row(owner, 100), 100, quota=None)  # the pool now holds a connection

@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
@@ -198,12 +199,8 @@ def test_a_photo_goes_by_presigned_post_and_ends_ready(upload_with_node, alice, 
 def test_a_video_over_the_threshold_goes_in_parts_of_the_tickets_size(
     upload_with_node, alice, serve_with, tmp_path: Path
 ) -> None:
-    video = noisy_video(tmp_path / "deadlift.mp4", frames=28)
-    size = video.stat().st_size
-    assert 10 * MiB < size <= 15 * MiB, size  # three parts: 5 MiB, 5 MiB, the rest
-    low = BrokerClient(
-        serve_with(multipart_threshold_bytes=5 * MiB, multipart_part_size_bytes=5 * MiB).url, alice.token
-    )
+    video, size = three_part_video(tmp_path / "deadlift.mp4")
+    low = small_parts_client(serve_with, alice)
 
     result = upload_with_node(low, video, "workout_video", "video/mp4", {"workout_id": "leg-day"})
 
@@ -225,12 +222,8 @@ def test_a_video_over_the_threshold_goes_in_parts_of_the_tickets_size(
 def test_a_multipart_upload_stopped_after_its_first_part_resumes_with_only_the_missing_parts(
     upload_with_node, alice, serve_with, tmp_path: Path
 ) -> None:
-    video = noisy_video(tmp_path / "squat.mp4", frames=28)
-    size = video.stat().st_size
-    assert 10 * MiB < size <= 15 * MiB, size  # three parts: 5 MiB, 5 MiB, the rest
-    low = BrokerClient(
-        serve_with(multipart_threshold_bytes=5 * MiB, multipart_part_size_bytes=5 * MiB).url, alice.token
-    )
+    video, size = three_part_video(tmp_path / "squat.mp4")
+    low = small_parts_client(serve_with, alice)
 
     # The app is stopped once part 1 is in the store (one part at a time, so no other part is in flight).
     stopped = upload_with_node(
@@ -290,6 +283,20 @@ def test_a_refusal_and_a_rejection_surface_the_apis_codes(upload_with_node, alic
     assert rejected["error"]["code"] == "type_mismatch"
     assert rejected["error"]["upload"]["status"] == "rejected"
     assert rejected["error"]["uploadId"] == rejected["ticket"]["upload_id"]
+
+
+def three_part_video(path: Path) -> tuple[Path, int]:
+    """A video that takes three parts of 5 MiB (5, 5, the rest), and its size."""
+    video = noisy_video(path, frames=28)
+    size = video.stat().st_size
+    assert 10 * MiB < size <= 15 * MiB, size
+    return video, size
+
+
+def small_parts_client(serve_with: Any, user: BrokerClient) -> BrokerClient:
+    """`user` on an API whose multipart threshold and part size are 5 MiB, S3's smallest part."""
+    served = serve_with(multipart_threshold_bytes=5 * MiB, multipart_part_size_bytes=5 * MiB)
+    return BrokerClient(served.url, user.token)
 
 
 def noisy_video(path: Path, frames: int) -> Path:
