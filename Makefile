@@ -26,6 +26,8 @@ install: $(VENV)/.installed-dev
 npm-projects:
 	@[ -z "$(NPM_PROJECTS)" ] || command -v npm >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	@[ -z "$(NPM_PROJECTS)" ] || node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+	  || { echo "make: the npm projects need Node.js 20.19 or newer (this is $$(node --version)); Debian 12's nodejs is 18" >&2; exit 1; }
 	@for project in $(dir $(NPM_PROJECTS)); do \
 	  echo "npm: building $$project"; \
 	  (cd $$project && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) || exit 1; \
