@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     pdf_cpu_seconds: int = Field(default=30, ge=1)
     pdf_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024)
     pdf_max_pages: int = Field(default=500, ge=1)
+    # Attempts one sandbox process serves, each under the limits above, before a new one replaces it
+    # (`workers/sandbox_host.py`): a fresh process costs a 12 MP photo ~50 ms of CPU on top of its ~130 ms.
+    # A process that refused a file, crashed or breached a limit never serves another. 1: a fresh process
+    # for every attempt, the strictest isolation.
+    sandbox_attempts_per_process: int = Field(default=50, ge=1)
 
     # --- HTTP hardening -------------------------------------------------------------------------------------
     # Largest request body any route reads; bigger ones are refused with 413 before a byte is parsed.

@@ -38,7 +38,7 @@ from app.domain.rejections import Rejected, RejectionCode
 
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # mallopt(): one malloc arena per thread would waste the budget on reservations
-_RESULT_LIMIT = 1024 * 1024  # bytes of JSON a child may send back
+RESULT_LIMIT = 1024 * 1024  # bytes of JSON a child may send back
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded once here: in each child it would cost ~6 ms
 
 
@@ -49,6 +49,9 @@ class ProcessLimits:
     cpu_seconds: int
     memory_bytes: int  # private writable memory the attempt may add to what it inherited
     wall_seconds: float | None = None  # default: twice the CPU time plus 5 s (I/O, a busy machine)
+    # Attempts one sandbox process serves before it is replaced (`workers.sandbox_host`); 1: a fresh child
+    # for every attempt.
+    attempts_per_process: int = 1
 
     @property
     def deadline_seconds(self) -> float:
@@ -63,7 +66,8 @@ def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
     """`func(*args)` in a child process under `limits`; returns its (JSON-able) result.
 
     Raises `Rejected` for a rejection raised by `func` and for a breached limit; `ProcessingCrashed` when the
-    child ends otherwise (the job may then retry).
+    child ends otherwise (the job may then retry). Always a fresh child: `workers.sandbox_host.run_attempt`
+    is what processors call, which honours `limits.attempts_per_process`.
     """
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -90,7 +94,7 @@ def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
         raise Rejected(
             RejectionCode.TOO_COMPLEX, f"processing took longer than {limits.deadline_seconds:.0f} s"
         )
-    return _verdict(payload, status, usage, limits)
+    return verdict(payload, status, usage.ru_utime + usage.ru_stime, limits)
 
 
 def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
@@ -109,16 +113,19 @@ def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
         chunks.append(chunk)
 
 
-def _verdict(payload: bytes, status: int, usage: resource.struct_rusage, limits: ProcessLimits) -> Any:
+def verdict(payload: bytes, status: int, cpu_seconds: float | None, limits: ProcessLimits) -> Any:
+    """The attempt's result from the child's answer, else from how it ended (`status`, and the CPU it used
+    when that is the attempt's alone)."""
     if payload:
         answer = json.loads(payload)
         if "result" in answer:
             return answer["result"]
         raise Rejected(RejectionCode(answer["code"]), answer["message"])
-    cpu = usage.ru_utime + usage.ru_stime
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= limits.cpu_seconds - 0.5):
+        # SIGXCPU / SIGKILL: RLIMIT_CPU of a fresh child; SIGPROF: the per-attempt CPU timer of a host.
+        at_cpu_limit = cpu_seconds is not None and cpu_seconds >= limits.cpu_seconds - 0.5
+        if sig in (signal.SIGXCPU, signal.SIGPROF) or (sig == signal.SIGKILL and at_cpu_limit):
             raise Rejected(
                 RejectionCode.TOO_COMPLEX, f"processing needs more than {limits.cpu_seconds} s of CPU"
             )
@@ -133,28 +140,44 @@ def _verdict(payload: bytes, status: int, usage: resource.struct_rusage, limits:
 
 
 def _child(func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits, fd: int) -> None:
-    code = 0
+    answer: dict[str, Any] = {}
+    code = 70
     try:
-        _confine(limits)
-        answer: dict[str, Any] = {"result": func(*args)}
+        confine(limits)
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
+        answer, code = answer_for(func, args, limits)
+    finally:
+        _answer_and_exit(answer, code, fd)
+
+
+def answer_for(
+    func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits
+) -> tuple[dict[str, Any], int]:
+    """Run the attempt here; (the JSON answer for the parent, 0), or ({}, 70) for an error that is not a
+    verdict on the content (the parent classifies it by the exit status)."""
+    try:
+        return {"result": func(*args)}, 0
     except Rejected as rejected:
-        answer = {"code": rejected.code.value, "message": rejected.message}
+        return {"code": rejected.code.value, "message": rejected.message}, 0
     except MemoryError:
-        answer = {
-            "code": RejectionCode.TOO_LARGE_TO_PROCESS.value,
-            "message": f"processing needs more than {limits.memory_bytes // (1024 * 1024)} MiB of memory",
-        }
-    except BaseException:  # anything else is for the parent to classify; nothing is logged from here
-        answer, code = {}, 70
+        budget = limits.memory_bytes // (1024 * 1024)
+        message = f"processing needs more than {budget} MiB of memory"
+        return {"code": RejectionCode.TOO_LARGE_TO_PROCESS.value, "message": message}, 0
+    except BaseException:  # nothing is logged from a sandbox
+        return {}, 70
+
+
+def _answer_and_exit(answer: dict[str, Any], code: int, fd: int) -> None:
     try:
-        data = memoryview(json.dumps(answer).encode() if answer else b"")[:_RESULT_LIMIT]
+        data = memoryview(json.dumps(answer).encode() if answer else b"")[:RESULT_LIMIT]
         while data:
             data = data[os.write(fd, data) :]
     finally:
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
 
 
-def _confine(limits: ProcessLimits) -> None:
+def confine(limits: ProcessLimits) -> None:
+    """Everything but the CPU limit, which a fresh child and a host set differently."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(0)
@@ -162,12 +185,11 @@ def _confine(limits: ProcessLimits) -> None:
     faulthandler.disable()  # a decoder crash is reported by the parent as a verdict, not as a dump here
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-    budget = _private_memory() + limits.memory_bytes
+    budget = private_memory() + limits.memory_bytes
     resource.setrlimit(resource.RLIMIT_DATA, (budget, budget))
 
 
-def _private_memory() -> int:
+def private_memory() -> int:
     """VmData of this process: what RLIMIT_DATA counts, inherited from the parent at fork."""
     with open("/proc/self/status") as status:
         for line in status:

@@ -1,4 +1,8 @@
-"""The processing sandbox: a real child process under real rlimits, killed for real."""
+"""The processing sandbox: a real child process under real rlimits, killed for real.
+
+Every verdict is checked twice: in a fresh child per attempt, and in a sandbox host serving several attempts
+(`workers.sandbox_host`), which must answer the same. The host's own life is in `test_sandbox_host.py`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,35 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from app.domain.rejections import Rejected, RejectionCode
-from workers.sandbox import ProcessingCrashed, ProcessLimits, run_limited
+from workers.sandbox import ProcessingCrashed, ProcessLimits
+from workers.sandbox_host import run_attempt, stop_hosts
 
-LIMITS = ProcessLimits(cpu_seconds=2, memory_bytes=128 * 1024 * 1024)
+
+@pytest.fixture(autouse=True)
+def no_host_left() -> Iterator[None]:
+    yield
+    stop_hosts()
+
+
+@pytest.fixture(params=[1, 4], ids=["fresh", "hosted"])
+def attempts(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+def limits(
+    attempts: int, cpu_seconds: int = 2, memory_mib: int = 128, wall: float | None = None
+) -> ProcessLimits:
+    return ProcessLimits(cpu_seconds, memory_mib * 1024 * 1024, wall, attempts_per_process=attempts)
+
+
+def _add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
 
 
 def _burn() -> None:
@@ -35,46 +60,46 @@ def _crash(sig: int) -> None:
     os.kill(os.getpid(), sig)
 
 
-def test_the_result_comes_back_as_json():
-    assert run_limited(lambda a, b: {"sum": a + b}, 2, 3, limits=LIMITS) == {"sum": 5}
+def test_the_result_comes_back_as_json(attempts: int):
+    assert run_attempt(_add, 2, 3, limits=limits(attempts)) == {"sum": 5}
 
 
-def test_a_rejection_in_the_child_is_a_rejection_in_the_parent():
+def test_a_rejection_in_the_child_is_a_rejection_in_the_parent(attempts: int):
     with pytest.raises(Rejected) as refused:
-        run_limited(_refuse, limits=LIMITS)
+        run_attempt(_refuse, limits=limits(attempts))
     assert refused.value.code is RejectionCode.CORRUPT
     assert refused.value.message == "not an image"
 
 
-def test_cpu_beyond_the_limit_is_too_complex_and_stops_at_the_limit():
+def test_cpu_beyond_the_limit_is_too_complex_and_stops_at_the_limit(attempts: int):
     started = time.monotonic()
     with pytest.raises(Rejected) as refused:
-        run_limited(_burn, limits=ProcessLimits(cpu_seconds=1, memory_bytes=64 * 1024 * 1024))
+        run_attempt(_burn, limits=limits(attempts, cpu_seconds=1, memory_mib=64))
     assert refused.value.code is RejectionCode.TOO_COMPLEX
     assert time.monotonic() - started < 20  # 1 s of CPU, however busy the machine; never the job timeout
 
 
-def test_memory_beyond_the_limit_is_too_large_to_process():
-    assert run_limited(_allocate, 32, limits=LIMITS) == 32 * 1024 * 1024  # within the budget: fine
+def test_memory_beyond_the_limit_is_too_large_to_process(attempts: int):
+    assert run_attempt(_allocate, 32, limits=limits(attempts)) == 32 * 1024 * 1024  # within the budget
     with pytest.raises(Rejected) as refused:
-        run_limited(_allocate, 512, limits=LIMITS)
+        run_attempt(_allocate, 512, limits=limits(attempts))
     assert refused.value.code is RejectionCode.TOO_LARGE_TO_PROCESS
 
 
-def test_a_child_that_blocks_without_cpu_is_stopped_at_the_wall_clock_deadline():
+def test_a_child_that_blocks_without_cpu_is_stopped_at_the_wall_clock_deadline(attempts: int):
     started = time.monotonic()
     with pytest.raises(Rejected) as refused:
-        run_limited(time.sleep, 60, limits=ProcessLimits(1, 64 * 1024 * 1024, wall_seconds=1))
+        run_attempt(time.sleep, 60, limits=limits(attempts, cpu_seconds=1, memory_mib=64, wall=1))
     assert refused.value.code is RejectionCode.TOO_COMPLEX
     assert time.monotonic() - started < 15
 
 
-def test_a_decoder_crash_is_corrupt_and_another_death_is_not_a_verdict():
+def test_a_decoder_crash_is_corrupt_and_another_death_is_not_a_verdict(attempts: int):
     with pytest.raises(Rejected) as refused:
-        run_limited(_crash, signal.SIGSEGV, limits=LIMITS)
+        run_attempt(_crash, signal.SIGSEGV, limits=limits(attempts))
     assert refused.value.code is RejectionCode.CORRUPT
     with pytest.raises(ProcessingCrashed):
-        run_limited(_crash, signal.SIGTERM, limits=LIMITS)
+        run_attempt(_crash, signal.SIGTERM, limits=limits(attempts))
 
 
 def _state(pid: int) -> str | None:
@@ -85,21 +110,23 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def test_the_child_dies_with_its_parent(tmp_path: Path):
+def test_the_child_dies_with_its_parent(tmp_path: Path, attempts: int):
     """A worker killed mid-job (SIGKILL: no handler runs) must not leave its decoder running alone."""
     pid_file = tmp_path / "child.pid"
     script = textwrap.dedent(
         f"""
         import os, time
         from pathlib import Path
-        from workers.sandbox import ProcessLimits, run_limited
+        from workers.sandbox import ProcessLimits
+        from workers.sandbox_host import run_attempt
 
         def work():
             Path({str(pid_file)!r}).write_text(str(os.getpid()))
             while True:
                 pass
 
-        run_limited(work, limits=ProcessLimits(cpu_seconds=120, memory_bytes=64 * 1024 * 1024))
+        limits = ProcessLimits(120, 64 * 1024 * 1024, attempts_per_process={attempts})
+        run_attempt(work, limits=limits)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])

@@ -11,13 +11,18 @@ from pathlib import Path
 from app.config import Settings
 from app.domain.kinds import MediaKind
 from workers.processing.outputs import OutputFile, Processed
-from workers.sandbox import ProcessLimits, run_limited
+from workers.sandbox import ProcessLimits
+from workers.sandbox_host import run_attempt
 from workers.stages.image import ImageRules, write_image
 
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
     output = workdir / "image.jpg"
     rules = ImageRules(max_pixels=settings.max_image_pixels, memory_bytes=settings.image_memory_bytes)
-    limits = ProcessLimits(cpu_seconds=settings.image_cpu_seconds, memory_bytes=settings.image_memory_bytes)
-    size = run_limited(write_image, source, mime, rules, output, limits=limits)
+    limits = ProcessLimits(
+        cpu_seconds=settings.image_cpu_seconds,
+        memory_bytes=settings.image_memory_bytes,
+        attempts_per_process=settings.sandbox_attempts_per_process,
+    )
+    size = run_attempt(write_image, source, mime, rules, output, limits=limits)
     return Processed(main=OutputFile(output, "image/jpeg", "jpg", size["width"], size["height"]))

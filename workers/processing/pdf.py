@@ -57,7 +57,8 @@ from app.config import Settings
 from app.domain.kinds import MediaKind
 from app.domain.rejections import Rejected, RejectionCode
 from workers.processing.outputs import OutputFile, Processed
-from workers.sandbox import ProcessLimits, run_limited
+from workers.sandbox import ProcessLimits
+from workers.sandbox_host import run_attempt
 
 # Where viewers look for the header and the end marker (the PDF reference's implementation notes).
 _HEADER_WINDOW = _TRAILER_WINDOW = 1024
@@ -107,8 +108,12 @@ class PdfRules:
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
     rules = PdfRules(max_pages=settings.pdf_max_pages)
-    limits = ProcessLimits(cpu_seconds=settings.pdf_cpu_seconds, memory_bytes=settings.pdf_memory_bytes)
-    return Processed.from_json(run_limited(inspect_pdf, source, workdir, rules, limits=limits), workdir)
+    limits = ProcessLimits(
+        cpu_seconds=settings.pdf_cpu_seconds,
+        memory_bytes=settings.pdf_memory_bytes,
+        attempts_per_process=settings.sandbox_attempts_per_process,
+    )
+    return Processed.from_json(run_attempt(inspect_pdf, source, workdir, rules, limits=limits), workdir)
 
 
 def inspect_pdf(source: Path, workdir: Path, rules: PdfRules) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from workers.processing.outputs import OutputFile, Processed
 from workers.processing.video_encode import Encoding
 from workers.processing.video_probe import open_source, probe
 from workers.processing.video_render import render, upright_picture
-from workers.sandbox import ProcessLimits, run_limited
+from workers.sandbox import ProcessLimits
+from workers.sandbox_host import run_attempt
 from workers.stages.image import ImageRules, write_image
 
 # x264's `veryfast` at CRF 23 (its default quality): a 720p rendition of a 1080p phone clip at ~1.5x real
@@ -92,8 +93,12 @@ def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdi
     rules = VideoRules(allowed_codecs=frozenset(settings.video_codecs))
     if kind.max_duration_seconds is not None:
         rules = VideoRules(rules.allowed_codecs, max_duration_seconds=kind.max_duration_seconds)
-    limits = ProcessLimits(cpu_seconds=settings.video_cpu_seconds, memory_bytes=settings.video_memory_bytes)
-    result = run_limited(process_video, source, workdir, rules, limits=limits)
+    limits = ProcessLimits(
+        cpu_seconds=settings.video_cpu_seconds,
+        memory_bytes=settings.video_memory_bytes,
+        attempts_per_process=settings.sandbox_attempts_per_process,
+    )
+    result = run_attempt(process_video, source, workdir, rules, limits=limits)
     return Processed.from_json(result, workdir)
 
 

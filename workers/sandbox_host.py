@@ -1,0 +1,247 @@
+"""A sandbox process that serves several attempts in turn, each under the same hard limits as a fresh child.
+
+Forking a fresh child per attempt is the strictest isolation, but on a virtual machine its price is high: the
+child pays a page fault for every page of heap it writes (copy-on-write of the worker's pages, then fresh pages
+for the decoder's buffers), ~50 ms of CPU for a 12 MP photo against ~130 ms for the image itself. A host keeps
+its heap between attempts, as the in-process stage does, and the price is paid once per host.
+
+What each attempt still gets, enforced by the kernel:
+
+- **CPU**: a per-attempt `ITIMER_PROF` (CPU time of the whole process, every thread) whose signal is left at
+  its default action, so the host dies at the budget however the decoder spins;
+- **memory**: `RLIMIT_DATA` of the host = what it inherited + the kind's budget, as for a fresh child;
+- the parent's **wall-clock deadline**, and **death with the parent** (`PR_SET_PDEATHSIG`).
+
+A host serves at most `ProcessLimits.attempts_per_process` attempts, then exits; it also exits after any
+attempt that did not end with a result (a rejection, a crash, a breach: the file may have been hostile, so
+nothing after it runs in the same address space), when its private memory has grown by half its budget (heap
+fragmentation is not carried forever), and after `IDLE_SECONDS` without work (an idle worker gives its memory
+back). The price of reuse, stated plainly: a decoder exploit that leaves no trace in its own answer could
+observe the next attempts of the same host; `BROKER_SANDBOX_ATTEMPTS_PER_PROCESS=1` restores a fresh process
+per attempt.
+
+The parent sends each request as a pickle (it is the trusted side) and reads back only length-prefixed JSON,
+as from a fresh child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import pickle
+import select
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from app.domain.rejections import Rejected, RejectionCode
+from workers.sandbox import (
+    RESULT_LIMIT,
+    ProcessingCrashed,
+    ProcessLimits,
+    answer_for,
+    confine,
+    private_memory,
+    run_limited,
+    verdict,
+)
+
+IDLE_SECONDS = 60.0
+_HEADER = struct.Struct("!I")  # the length of each message
+
+
+class HostRetired(Exception):
+    """The host had exited on its own (idle) before it read the request: send it to a new host."""
+
+
+class SandboxHost:
+    """One long-lived limited child of the worker's main thread."""
+
+    def __init__(self, limits: ProcessLimits) -> None:
+        self.limits = limits
+        request_read, self._requests = os.pipe()
+        self._answers, answer_write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the host: never returns
+            _serve(limits, request_read, answer_write)
+        os.close(request_read)
+        os.close(answer_write)
+        self.alive = True
+
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """`func(*args)` in the host; the same answers and exceptions as `sandbox.run_limited`, and
+        `HostRetired` when the host had already left."""
+        request = pickle.dumps((func, args))
+        try:
+            _write_all(self._requests, _HEADER.pack(len(request)) + request)
+        except BrokenPipeError:
+            self._reap()
+            raise HostRetired() from None
+        deadline = time.monotonic() + self.limits.deadline_seconds
+        try:
+            payload, timed_out = _read_message(self._answers, deadline)
+        except BaseException:
+            self.stop()  # the job itself is being stopped while the host works: never leave it running
+            raise
+        if timed_out:
+            self.stop()
+            raise Rejected(
+                RejectionCode.TOO_COMPLEX, f"processing took longer than {self.limits.deadline_seconds:.0f} s"
+            )
+        if payload is None:  # the host ended without answering
+            status = self._reap()
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                raise HostRetired()  # it only exits 0 between attempts: this one was never read
+            return verdict(b"", status, None, self.limits)
+        if json.loads(payload).get("retiring"):
+            self._reap()
+        return verdict(payload, 0, None, self.limits)
+
+    def stop(self) -> None:
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> int:
+        """Wait for the host to end (it is ending or killed); its exit status."""
+        _, status = os.waitpid(self.pid, 0)
+        self.alive = False
+        os.close(self._requests)
+        os.close(self._answers)
+        return status
+
+
+_hosts: dict[ProcessLimits, SandboxHost] = {}
+
+
+def run_attempt(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> Any:
+    """One processing attempt under `limits`: in this process's host for those limits (started when needed)
+    when `limits.attempts_per_process` is above 1, else in a fresh child. `func` must be a module-level
+    function and `args` must pickle. Answers and raises as `sandbox.run_limited`.
+
+    Only the main thread uses hosts (a worker runs its jobs there): the kernel's parent-death signal follows
+    the thread that forked, so a host started by a thread that ends would die with that thread. Other threads
+    get a fresh child per attempt.
+    """
+    if limits.attempts_per_process <= 1 or threading.current_thread() is not threading.main_thread():
+        return run_limited(func, *args, limits=limits)
+    for _ in range(2):
+        host = _hosts.get(limits)
+        if host is None or not host.alive:
+            host = _hosts[limits] = SandboxHost(limits)
+        try:
+            return host.run(func, args)
+        except HostRetired:
+            continue
+    raise ProcessingCrashed("two new sandbox hosts in a row ended before reading the attempt")
+
+
+def stop_hosts() -> None:
+    """End every host of this process (they would also end with it, or when idle)."""
+    for host in _hosts.values():
+        host.stop()
+    _hosts.clear()
+
+
+# A process forked from this one (a fresh sandbox child, a host) must not use this process's hosts.
+os.register_at_fork(after_in_child=_hosts.clear)
+
+
+# --- the host side ------------------------------------------------------------------------------------------
+
+
+def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
+    code = 0
+    try:
+        gc.freeze()  # the worker's objects stay as they are: no finaliser of theirs ever runs here
+        _close_inherited(keep=(requests, answers))
+        confine(limits)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the worker to handle
+        grown_limit = private_memory() + limits.memory_bytes // 2
+        for attempt in range(1, limits.attempts_per_process + 1):
+            request = _read_request(requests)
+            if request is None:
+                break
+            func, args = pickle.loads(request)
+            signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
+            answer, code = answer_for(func, args, limits)
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            if code:  # no answer: the parent reads the exit status
+                break
+            retiring = (
+                "result" not in answer
+                or attempt == limits.attempts_per_process
+                or private_memory() > grown_limit
+            )
+            data = json.dumps(answer | {"retiring": retiring}).encode()[:RESULT_LIMIT]
+            _write_all(answers, _HEADER.pack(len(data)) + data)
+            if retiring:
+                break
+    except BaseException:
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _close_inherited(keep: tuple[int, ...]) -> None:
+    """Close every descriptor but stdio and `keep`: the worker's sockets must close when the worker closes
+    them, and another host's pipes must see their parent go."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read_request(fd: int) -> bytes | None:
+    """The next request, or None when the worker closed the pipe or sent nothing for `IDLE_SECONDS`."""
+    ready, _, _ = select.select([fd], [], [], IDLE_SECONDS)
+    if not ready:
+        return None
+    payload, _ = _read_message(fd, None)
+    return payload
+
+
+# --- framing --------------------------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_message(fd: int, deadline: float | None) -> tuple[bytes | None, bool]:
+    """One length-prefixed message: (payload, False); (None, False) at end of file; (None, True) when
+    `deadline` (monotonic) passes first."""
+    header, timed_out = _read_exactly(fd, _HEADER.size, deadline)
+    if header is None:
+        return None, timed_out
+    (length,) = _HEADER.unpack(header)
+    return _read_exactly(fd, length, deadline)
+
+
+def _read_exactly(fd: int, size: int, deadline: float | None) -> tuple[bytes | None, bool]:
+    chunks: list[bytes] = []
+    missing = size
+    while missing:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, True
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+        chunk = os.read(fd, min(missing, 1 << 20))
+        if not chunk:
+            return None, False
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks), False
