@@ -85,6 +85,7 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
     from app.services import Services
     from workers.context import use_services
     from workers.lifecycle import JOB_HEARTBEAT_SECONDS
+    from workers.sandbox_host import stop_hosts
     from workers.worker import InProcessWorker
 
     configure_logging()
@@ -97,7 +98,10 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
     rq_worker = InProcessWorker(
         queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
     )
-    rq_worker.work(burst=burst, with_scheduler=with_scheduler)
+    try:
+        rq_worker.work(burst=burst, with_scheduler=with_scheduler)
+    finally:
+        stop_hosts()  # they would die with this process anyway; stopped here, they are reaped and counted
 
 
 @main.command()
