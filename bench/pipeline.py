@@ -19,6 +19,11 @@ in PostgreSQL, a Redis database of its own (and queues and a metrics namespace n
    capacity through the real path (ticket, POST to the store, S3 → SNS → webhook → queue → worker); each is
    timed from the store's answer to its POST until polling (every 50 ms) sees `ready`.
 
+CPU per image is reported beside the rates: the stage alone (its processes' own CPU over the timed loop), and
+for the pipeline the workers with their sandbox processes (start-up and exit left out, as measured on a worker
+that finds nothing to do), the local store (moto and the gate) and PostgreSQL + Redis. When the cores are
+busy (2 workers on 2 cores), stage CPU / pipeline CPU is the ceiling of pipeline / stage throughput.
+
 Rounds are interleaved (stage, processor, pipeline at 1 process, then at 2), so a noisy neighbour slows each
 alike. Targets (exit status 1 when one is missed, unless --no-check): pipeline throughput at least 0.8x the
 image stage alone on the same number of processes; complete → ready p50 at most 1 s.
@@ -126,14 +131,20 @@ def _stage_child(mode: str, files: list[str], settings_json: str, ready: Any, go
         one(files[0])
         ready.release()
         go.wait()
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         for path in files:
             one(path)
-        out.send((start, time.monotonic()))
+        out.send((start, time.monotonic(), time.process_time() - cpu))
 
 
-def run_stage_alone(mode: str, processes: int, photos: list[Path], count: int, settings: Any) -> float:
-    """Images per second of `processes` processes sharing `count` images."""
+@dataclass
+class StageRun:
+    images_per_s: float
+    cpu_ms: float  # per image, the processes' own CPU over the timed loop (mode "stage": all of it)
+
+
+def run_stage_alone(mode: str, processes: int, photos: list[Path], count: int, settings: Any) -> StageRun:
+    """Images per second of `processes` processes sharing `count` images, and their CPU per image."""
     ctx = mp.get_context("spawn")
     ready, go = ctx.Semaphore(0), ctx.Event()
     files = [str(photos[i % len(photos)]) for i in range(count)]
@@ -153,7 +164,8 @@ def run_stage_alone(mode: str, processes: int, photos: list[Path], count: int, s
     spans = [pipe.recv() for pipe in pipes]
     for child in children:
         child.join(30)
-    return count / (max(end for _, end in spans) - min(start for start, _ in spans))
+    wall = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    return StageRun(count / wall, 1000 * sum(cpu for _, _, cpu in spans) / count)
 
 
 # --- the local stack --------------------------------------------------------------------------------------------
@@ -301,12 +313,24 @@ class Drain:
     wall_s: float  # from starting the worker processes to their exit (start-up included)
     job_ms: float  # span x workers / images: the time a worker spends per image
     steps_ms: dict[str, float]  # mean per image, by step of `workers.pipeline.Laps`
-    worker_cpu_ms: float  # per image: the worker processes and everything they forked
+    worker_cpu_ms: float  # per image: the worker processes and their sandboxes, start-up and exit excluded
     store_cpu_ms: float  # per image: moto and the gate (the local stand-in for S3) on the same cores
+    backing_cpu_ms: float  # per image: PostgreSQL and Redis (every process of theirs on the machine)
     not_ready: int
 
 
-def drain(stack: Stack, photos: list[bytes], count: int, workers: int, round_no: int) -> Drain:
+def worker_startup_cpu_seconds(stack: Stack) -> float:
+    """CPU of one `broker worker --burst` that finds nothing to do: start-up and exit, to leave out of the
+    per-image CPU of a drain (its images/s is over the jobs' span and leaves it out already)."""
+    children_cpu = _children_cpu_seconds()
+    idle = broker(stack, "idle-worker", "worker", "--burst")
+    idle.wait(60)
+    return _children_cpu_seconds() - children_cpu
+
+
+def drain(
+    stack: Stack, photos: list[bytes], count: int, workers: int, round_no: int, startup_cpu_s: float
+) -> Drain:
     from rq.job import Job
 
     from app.queueing import processing_job_id
@@ -315,6 +339,7 @@ def drain(stack: Stack, photos: list[bytes], count: int, workers: int, round_no:
     ids = prefill(stack, photos, count)
     name = f"drain-{round_no}-{workers}w"
     store_cpu = _cpu_seconds([p.process.pid for p in stack.s3.processes])
+    backing_cpu = _cpu_seconds(_backing_pids())
     children_cpu = _children_cpu_seconds()
     started = time.monotonic()
     procs = [broker(stack, f"{name}-{i}", "worker", "--burst") for i in range(workers)]
@@ -325,8 +350,9 @@ def drain(stack: Stack, photos: list[bytes], count: int, workers: int, round_no:
         except subprocess.TimeoutExpired:
             stop(proc)
     wall = time.monotonic() - started
-    worker_cpu_ms = 1000 * (_children_cpu_seconds() - children_cpu) / count
+    worker_cpu_ms = 1000 * (_children_cpu_seconds() - children_cpu - workers * startup_cpu_s) / count
     store_cpu_ms = 1000 * (_cpu_seconds([p.process.pid for p in stack.s3.processes]) - store_cpu) / count
+    backing_cpu_ms = 1000 * (_cpu_seconds(_backing_pids()) - backing_cpu) / count
     jobs = [j for j in Job.fetch_many([processing_job_id(i) for i in ids], stack.services.redis) if j]
     starts = [j.started_at.timestamp() for j in jobs if j.started_at]
     ends = [j.ended_at.timestamp() for j in jobs if j.ended_at]
@@ -344,7 +370,28 @@ def drain(stack: Stack, photos: list[bytes], count: int, workers: int, round_no:
     steps = sorted({step for t in timings for step in t})
     steps_ms = {step: 1000 * statistics.fmean(t.get(step, 0.0) for t in timings) for step in steps}
     job_ms = 1000 * span * workers / count
-    return Drain(workers, count, count / span, wall, job_ms, steps_ms, worker_cpu_ms, store_cpu_ms, not_ready)
+    return Drain(
+        workers,
+        count,
+        count / span,
+        wall,
+        job_ms,
+        steps_ms,
+        worker_cpu_ms,
+        store_cpu_ms,
+        backing_cpu_ms,
+        not_ready,
+    )
+
+
+def _backing_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in ("postgres", "redis-server"):
+                    pids.append(int(entry.name))
+    return pids
 
 
 def _children_cpu_seconds() -> float:
@@ -469,13 +516,18 @@ def main(argv: list[str] | None = None) -> int:
     paths = make_photos()
     photos = [p.read_bytes() for p in paths]
     stage: dict[int, float] = {}
+    stage_cpu_ms: dict[int, float] = {}
     processor: dict[int, float] = {}
     drains: dict[int, Drain] = {}
     with local_stack() as stack:
+        startup_cpu_s = worker_startup_cpu_seconds(stack)
         for round_no, processes in enumerate(PROCESS_COUNTS):
-            stage[processes] = run_stage_alone("stage", processes, paths, count, stack.settings)
-            processor[processes] = run_stage_alone("processor", processes, paths, count, stack.settings)
-            drains[processes] = drain(stack, photos, count, processes, round_no)
+            alone = run_stage_alone("stage", processes, paths, count, stack.settings)
+            stage[processes], stage_cpu_ms[processes] = alone.images_per_s, alone.cpu_ms
+            processor[processes] = run_stage_alone(
+                "processor", processes, paths, count, stack.settings
+            ).images_per_s
+            drains[processes] = drain(stack, photos, count, processes, round_no, startup_cpu_s)
         capacity = drains[max(PROCESS_COUNTS)].images_per_s
         lat = latency(stack, photos[0], capacity / 2, min(60.0, args.latency_seconds))
     report = {
@@ -484,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": round(load_before, 2),
         "load_average_after": round(background_load(), 2),
         "stage_images_per_s": stage,
+        "stage_cpu_ms_per_image": stage_cpu_ms,
+        "worker_startup_cpu_s": startup_cpu_s,
         "processor_images_per_s": processor,
         "pipeline": {n: asdict(d) for n, d in drains.items()},
         "ratio_pipeline_to_stage": {n: drains[n].images_per_s / stage[n] for n in PROCESS_COUNTS},
@@ -503,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print_report(report, drains, stage, processor, lat)
+        print_report(report, drains, stage, stage_cpu_ms, processor, lat)
     return 1 if misses and not args.no_check else 0
 
 
@@ -511,6 +565,7 @@ def print_report(
     report: dict[str, Any],
     drains: dict[int, Drain],
     stage: dict[int, float],
+    stage_cpu_ms: dict[int, float],
     processor: dict[int, float],
     lat: Latency,
 ) -> None:
@@ -546,7 +601,22 @@ def print_report(
         d = drains[n]
         steps = ", ".join(f"{k} {v:.1f}" for k, v in d.steps_ms.items())
         print(f"  {n} worker(s), steps: {steps}")
-        print(f"    CPU per image: workers {d.worker_cpu_ms:.0f} ms, local store {d.store_cpu_ms:.0f} ms")
+    print()
+    print(
+        "CPU per image, ms (workers: with their sandbox processes, start-up and exit left out; "
+        f"one worker's start-up is {1000 * report['worker_startup_cpu_s']:.0f} ms):"
+    )
+    print(
+        "| processes | stage alone | workers | local store | PostgreSQL + Redis | pipeline in all | stage / pipeline |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n in PROCESS_COUNTS:
+        d = drains[n]
+        total = d.worker_cpu_ms + d.store_cpu_ms + d.backing_cpu_ms
+        print(
+            f"| {n} | {stage_cpu_ms[n]:.0f} | {d.worker_cpu_ms:.0f} | {d.store_cpu_ms:.0f} "
+            f"| {d.backing_cpu_ms:.0f} | {total:.0f} | {stage_cpu_ms[n] / total:.2f} |"
+        )
     print()
     print(
         f"complete → ready at {lat.offered_per_s:.2f} uploads/s (half the 2-worker capacity), "
