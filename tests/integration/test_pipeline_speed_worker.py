@@ -1,5 +1,7 @@
 """`broker worker` runs jobs in its own process (`workers.worker.InProcessWorker`), and keeps what the forked
-work horse gave: heartbeats for a running job, job timeouts, a worker that goes on after a job's failure."""
+work horse gave: heartbeats for a running job, job timeouts, a worker that goes on after a job's failure. Its
+processing attempts share a sandbox process (`workers.sandbox_host`), which a job timeout and the worker's
+exit both end."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from rq import Queue
@@ -25,6 +28,31 @@ def report_pid(key: str, sleep: float = 0.0) -> int:
     current_services().redis.set(key, os.getpid(), ex=600)
     time.sleep(sleep)
     return os.getpid()
+
+
+def _sandbox_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def sandboxed_pid(key: str, seconds: float = 0.0) -> int:
+    """A job: one processing attempt in the worker's sandbox process; records that process's pid."""
+    from workers.context import current_services
+    from workers.sandbox import ProcessLimits
+    from workers.sandbox_host import run_attempt
+
+    limits = ProcessLimits(5, 64 * 1024 * 1024, wall_seconds=120, attempts_per_process=10)
+    pid = run_attempt(_sandbox_pid, seconds, limits=limits)
+    current_services().redis.set(key, pid, ex=600)
+    return int(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.fixture
@@ -95,3 +123,24 @@ def test_the_worker_class_beats_with_the_forking_workers_ttl(services):
     worker = InProcessWorker([Queue("unused", connection=services.redis)], connection=services.redis)
     job = Queue("unused", connection=services.redis).create_job("time.sleep", args=(0,), timeout=600)
     assert worker.get_heartbeat_ttl(job) == worker.job_monitoring_interval + 60
+
+
+def test_attempts_share_one_sandbox_process_until_a_timeout_or_the_worker_ends_it(queue, services):
+    queue, own = queue
+    key = f"speed-test:{uuid.uuid4().hex}"
+    for n in (1, 2):
+        queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:{n}")
+    stuck = queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:stuck", 60, job_timeout=2)
+    queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:after")
+    worker = _worker(own, "--burst")
+    try:
+        assert worker.wait(90) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    first, second, after = (int(services.redis.get(f"{key}:{n}")) for n in (1, 2, "after"))
+    assert first == second != worker.pid  # one sandbox process, not the worker, served both attempts
+    assert stuck.get_status(refresh=True) == "failed"  # the job timeout stopped it…
+    assert after != first  # …and killed its sandbox process: the next attempt got a new one
+    assert not _alive(first)
+    assert not _alive(after)  # the worker ended its sandbox process when it exited
