@@ -48,6 +48,10 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wsgi import get_input_stream
 
 from app.devstack.post_form import CHUNK, Form, malformed, read_form
+
+# Bodies relayed back from moto (a worker's GET of a 4 MB photo): each read and write of a chunk costs a
+# wake-up of this process and of the client, so big chunks; memory stays bounded by one.
+RELAY_CHUNK = 1024 * 1024
 from app.devstack.post_policy import S3Error, SizeRange, authorize_post, invalid_argument
 from app.devstack.presigned_url import HttpRequest, authorize_presigned
 
@@ -218,7 +222,7 @@ class _ResponseStream:
         self._response = response
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(lambda: self._response.read1(CHUNK), b"")
+        return iter(lambda: self._response.read1(RELAY_CHUNK), b"")
 
     def close(self) -> None:
         self._conn.close()
