@@ -121,9 +121,8 @@ def test_the_host_holds_none_of_the_workers_descriptors(tmp_path: Path):
     finally:
         listener.close()
         held.close()
-    assert listener.fileno() == -1
-    assert len(descriptors) == 3 + 2 + 1  # stdio, the pipes, the directory being listed
-    assert descriptors[:3] == [0, 1, 2]
+    beyond_stdio = [fd for fd in descriptors if fd > 2]
+    assert len(beyond_stdio) == 2 + 1  # the host's two pipes and the directory being listed
 
 
 def test_another_thread_gets_a_fresh_child_and_the_host_lives_on():
