@@ -48,14 +48,14 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wsgi import get_input_stream
 
 from app.devstack.post_form import CHUNK, Form, malformed, read_form
-
-# Bodies relayed back from moto (a worker's GET of a 4 MB photo): each read and write of a chunk costs a
-# wake-up of this process and of the client, so big chunks; memory stays bounded by one.
-RELAY_CHUNK = 1024 * 1024
 from app.devstack.post_policy import S3Error, SizeRange, authorize_post, invalid_argument
 from app.devstack.presigned_url import HttpRequest, authorize_presigned
 
 logger = logging.getLogger(__name__)
+
+# Bodies relayed back from moto (a worker's GET of a 4 MB photo): each read and write of a chunk costs a
+# wake-up of this process and of the client, so big chunks; memory stays bounded by one.
+RELAY_CHUNK = 1024 * 1024
 
 
 # Per socket operation; moto reads a whole form into memory before it answers, so allow it time.
