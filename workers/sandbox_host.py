@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import logging
 import os
 import pickle
 import select
@@ -51,6 +52,8 @@ from workers.sandbox import (
     verdict,
 )
 
+log = logging.getLogger(__name__)
+
 IDLE_SECONDS = 60.0
 _HEADER = struct.Struct("!I")  # the length of each message
 
@@ -64,6 +67,8 @@ class SandboxHost:
 
     def __init__(self, limits: ProcessLimits) -> None:
         self.limits = limits
+        self.attempts = 0  # sent to it
+        self.ended: str | None = None  # why it is gone, once it is (for the log)
         request_read, self._requests = os.pipe()
         self._answers, answer_write = os.pipe()
         self.pid = os.fork()
@@ -80,41 +85,51 @@ class SandboxHost:
         try:
             _write_all(self._requests, _HEADER.pack(len(request)) + request)
         except BrokenPipeError:
-            self._reap()
+            self._reap("idle")
             raise HostRetired() from None
+        self.attempts += 1
         deadline = time.monotonic() + self.limits.deadline_seconds
         try:
             payload, timed_out = _read_message(self._answers, deadline)
         except BaseException:
-            self.stop()  # the job itself is being stopped while the host works: never leave it running
+            self.stop("job stopped")  # the job is being stopped while the host works: never leave it running
             raise
         if timed_out:
-            self.stop()
+            self.stop("deadline")
             raise Rejected(
                 RejectionCode.TOO_COMPLEX, f"processing took longer than {self.limits.deadline_seconds:.0f} s"
             )
         if payload is None:  # the host ended without answering
-            status = self._reap()
+            status = self._reap("ended")
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                self.ended = "idle"
                 raise HostRetired()  # it only exits 0 between attempts: this one was never read
+            self.ended = _ending(status)
             return verdict(b"", status, None, self.limits)
-        if json.loads(payload).get("retiring"):
-            self._reap()
+        retiring = json.loads(payload).get("retiring")
+        if retiring:
+            self._reap(retiring)
         return verdict(payload, 0, None, self.limits)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped") -> None:
         if self.alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            self._reap()
+            self._reap(reason)
 
-    def _reap(self) -> int:
+    def _reap(self, reason: str) -> int:
         """Wait for the host to end (it is ending or killed); its exit status."""
         _, status = os.waitpid(self.pid, 0)
         self.alive = False
+        self.ended = reason
         os.close(self._requests)
         os.close(self._answers)
         return status
+
+
+def _ending(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
 
 _hosts: dict[ProcessLimits, SandboxHost] = {}
@@ -134,12 +149,23 @@ def run_attempt(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
     for _ in range(2):
         host = _hosts.get(limits)
         if host is None or not host.alive:
-            host = _hosts[limits] = SandboxHost(limits)
+            host = _hosts[limits] = _replace(host, limits)
         try:
             return host.run(func, args)
         except HostRetired:
             continue
     raise ProcessingCrashed("two new sandbox hosts in a row ended before reading the attempt")
+
+
+def _replace(previous: SandboxHost | None, limits: ProcessLimits) -> SandboxHost:
+    host = SandboxHost(limits)
+    context: dict[str, object] = {"stage": "sandbox", "pid": host.pid, "cpu_seconds": limits.cpu_seconds}
+    if previous is not None:
+        # Why the last one went: its quota, idle, or what an attempt did to it (a refusal, a breach, a crash).
+        context |= {"previous_pid": previous.pid, "previous_attempts": previous.attempts}
+        context["previous_ended"] = previous.ended
+    log.info("sandbox process started", extra=context)
+    return host
 
 
 def stop_hosts() -> None:
@@ -175,11 +201,7 @@ def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
             signal.setitimer(signal.ITIMER_PROF, 0)
             if code:  # no answer: the parent reads the exit status
                 break
-            retiring = (
-                "result" not in answer
-                or attempt == limits.attempts_per_process
-                or private_memory() > grown_limit
-            )
+            retiring = _retiring(answer, attempt == limits.attempts_per_process, grown_limit)
             data = json.dumps(answer | {"retiring": retiring}).encode()[:RESULT_LIMIT]
             _write_all(answers, _HEADER.pack(len(data)) + data)
             if retiring:
@@ -188,6 +210,17 @@ def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
         code = 70
     finally:
         os._exit(code)
+
+
+def _retiring(answer: dict[str, Any], last: bool, grown_limit: int) -> str | None:
+    """Why the host exits after this answer, or None: it serves the next attempt."""
+    if "result" not in answer:
+        return "refused"  # the file may have been hostile: nothing runs after it here
+    if last:
+        return "quota"
+    if private_memory() > grown_limit:
+        return "grown"
+    return None
 
 
 def _close_inherited(keep: tuple[int, ...]) -> None:

@@ -5,6 +5,7 @@ Real processes throughout; each attempt reports the pid it ran in.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -59,12 +60,27 @@ def _open_descriptors() -> list[int]:
     return sorted(int(name) for name in os.listdir("/proc/self/fd"))
 
 
-def test_consecutive_attempts_share_one_process_until_its_quota():
+def _starts(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    """What each "sandbox process started" log line says of the process before it."""
+    return [
+        {name: getattr(record, name, None) for name in ("pid", "previous_pid", "previous_ended")}
+        for record in caplog.records
+        if record.getMessage() == "sandbox process started"
+    ]
+
+
+def test_consecutive_attempts_share_one_process_until_its_quota(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="workers.sandbox_host")
     pids = [run_attempt(_pid, limits=limits(attempts=3)) for _ in range(7)]
     assert pids[0] != os.getpid()
     assert pids[0] == pids[1] == pids[2]
     assert pids[3] == pids[4] == pids[5] != pids[0]
     assert pids[6] not in (pids[0], pids[3])
+    assert _starts(caplog) == [
+        {"pid": pids[0], "previous_pid": None, "previous_ended": None},
+        {"pid": pids[3], "previous_pid": pids[0], "previous_ended": "quota"},
+        {"pid": pids[6], "previous_pid": pids[3], "previous_ended": "quota"},
+    ]
 
 
 def test_one_attempt_per_process_is_a_fresh_child_each_time():
@@ -72,15 +88,17 @@ def test_one_attempt_per_process_is_a_fresh_child_each_time():
     assert len(pids) == 3
 
 
-def test_after_a_refusal_the_next_attempt_gets_a_new_process():
+def test_after_a_refusal_the_next_attempt_gets_a_new_process(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="workers.sandbox_host")
     first = run_attempt(_pid, limits=limits())
     assert run_attempt(_pid, limits=limits()) == first
     with pytest.raises(Rejected):
         run_attempt(_refuse, limits=limits())
     assert run_attempt(_pid, limits=limits()) != first
+    assert _starts(caplog)[-1]["previous_ended"] == "refused"
 
 
-def test_the_cpu_budget_is_per_attempt_not_per_process():
+def test_the_cpu_budget_is_per_attempt_not_per_process(caplog: pytest.LogCaptureFixture):
     """Three attempts of 0.6 s each in one host with a 1 s budget: none breaches; a 3 s one does."""
     budget = limits(cpu_seconds=1)
     pids = {run_attempt(_burn_cpu, 0.6, limits=budget) for _ in range(3)}
@@ -88,7 +106,9 @@ def test_the_cpu_budget_is_per_attempt_not_per_process():
     with pytest.raises(Rejected) as refused:
         run_attempt(_burn_cpu, 3.0, limits=budget)
     assert refused.value.code is RejectionCode.TOO_COMPLEX
+    caplog.set_level(logging.INFO, logger="workers.sandbox_host")
     assert run_attempt(_pid, limits=budget) not in pids  # the breach ended that host
+    assert _starts(caplog)[-1]["previous_ended"] == "killed by SIGPROF"
 
 
 def test_memory_freed_by_an_attempt_is_there_for_the_next_one():
@@ -100,15 +120,19 @@ def test_memory_freed_by_an_attempt_is_there_for_the_next_one():
     assert refused.value.code is RejectionCode.TOO_LARGE_TO_PROCESS
 
 
-def test_an_idle_host_exits_and_the_next_attempt_starts_a_new_one(monkeypatch: pytest.MonkeyPatch):
+def test_an_idle_host_exits_and_the_next_attempt_starts_a_new_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
     monkeypatch.setattr(sandbox_host, "IDLE_SECONDS", 0.3)
     first = run_attempt(_pid, limits=limits())
     deadline = time.monotonic() + 10
     while Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
         assert time.monotonic() < deadline, "the idle host did not exit"
         time.sleep(0.05)
+    caplog.set_level(logging.INFO, logger="workers.sandbox_host")
     second = run_attempt(_pid, limits=limits())  # sent to the exited host first: resent to a new one
     assert second != first
+    assert _starts(caplog)[-1] == {"pid": second, "previous_pid": first, "previous_ended": "idle"}
     assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
 
 
