@@ -169,11 +169,15 @@ def answer_for(
 
 def _answer_and_exit(answer: dict[str, Any], code: int, fd: int) -> None:
     try:
-        data = memoryview(json.dumps(answer).encode() if answer else b"")[:RESULT_LIMIT]
-        while data:
-            data = data[os.write(fd, data) :]
+        write_all(fd, (json.dumps(answer).encode() if answer else b"")[:RESULT_LIMIT])
     finally:
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def confine(limits: ProcessLimits) -> None:

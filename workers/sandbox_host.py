@@ -50,6 +50,7 @@ from workers.sandbox import (
     private_memory,
     run_limited,
     verdict,
+    write_all,
 )
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class SandboxHost:
         `HostRetired` when the host had already left."""
         request = pickle.dumps((func, args))
         try:
-            _write_all(self._requests, _HEADER.pack(len(request)) + request)
+            write_all(self._requests, _HEADER.pack(len(request)) + request)
         except BrokenPipeError:
             self._reap("idle")
             raise HostRetired() from None
@@ -203,7 +204,7 @@ def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
                 break
             retiring = _retiring(answer, attempt == limits.attempts_per_process, grown_limit)
             data = json.dumps(answer | {"retiring": retiring}).encode()[:RESULT_LIMIT]
-            _write_all(answers, _HEADER.pack(len(data)) + data)
+            write_all(answers, _HEADER.pack(len(data)) + data)
             if retiring:
                 break
     except BaseException:
@@ -243,12 +244,6 @@ def _read_request(fd: int) -> bytes | None:
 
 
 # --- framing --------------------------------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_message(fd: int, deadline: float | None) -> tuple[bytes | None, bool]:
