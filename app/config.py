@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     document_queue_name: str = "documents"
 
     s3_endpoint_url: str | None = None  # None = AWS itself
+    # Where the broker's own S3 requests go when that differs from where clients are sent (a private network
+    # address, a VPC endpoint; locally moto, past the gate); None = `s3_endpoint_url`.
+    s3_internal_endpoint_url: str | None = None
     s3_bucket: str = "upload-broker"
     # Optional bucket for `public/` media only (the CDN's origin); unset = `public/` in `s3_bucket`.
     s3_public_bucket: str | None = None

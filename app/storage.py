@@ -9,6 +9,10 @@ object raises the `ObjectCreated:CompleteMultipartUpload` event.
 
 The client is pinned to SigV4: boto3's default for presigned POST is the legacy SigV2 (`AWSAccessKeyId` /
 `signature` fields), which S3 buckets created after June 2020 refuse.
+
+Two endpoints: what clients are sent to (`s3_endpoint_url`: every presigned URL and public link names it) and
+where the broker's own requests go (`s3_internal_endpoint_url`, default the same): a store on a private
+network or a VPC endpoint, and locally moto itself, past the policy gate that only checks what clients send.
 """
 
 from __future__ import annotations
@@ -79,14 +83,23 @@ class Storage:
         # which `PostSigner` signs with.
         self.session = boto3.session.Session()
         self._post_signer: PostSigner | None = None
-        self.client: Any = self.session.client(
+        # Signs what clients get (presigned URLs name its endpoint); makes no requests of its own.
+        self.presigner: Any = self._client(settings.s3_endpoint_url)
+        internal = settings.s3_internal_endpoint_url
+        # The broker's own requests: objects, multipart bookkeeping, clean-up, readiness.
+        self.client: Any = (
+            self._client(internal) if internal and internal != settings.s3_endpoint_url else self.presigner
+        )
+
+    def _client(self, endpoint_url: str | None) -> Any:
+        return self.session.client(
             "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
+            endpoint_url=endpoint_url,
+            region_name=self.region,
             config=Config(
                 signature_version="s3v4",
                 # A custom endpoint (MinIO, the local stack) serves buckets by path, not by host name.
-                s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+                s3={"addressing_style": "path" if endpoint_url else "auto"},
                 retries={"mode": "standard", "max_attempts": 3},
                 connect_timeout=5,
                 read_timeout=60,
@@ -110,14 +123,14 @@ class Storage:
             if credentials is None:
                 raise NoCredentialsError()
             url = self.presign_post_boto3("temp/url-probe", {}, [], 60)["url"]
-            self._post_signer = PostSigner(self.bucket, self.client.meta.region_name, credentials, url)
+            self._post_signer = PostSigner(self.bucket, self.presigner.meta.region_name, credentials, url)
         return self._post_signer.sign(key, {"Content-Type": content_type}, conditions, expires_in)
 
     def presign_post_boto3(
         self, key: str, fields: dict[str, str], conditions: list[object], expires_in: int
     ) -> dict[str, Any]:
         """boto3's own presigned POST: the reference `PostSigner` is checked against, and its URL."""
-        return self.client.generate_presigned_post(  # type: ignore[no-any-return]
+        return self.presigner.generate_presigned_post(  # type: ignore[no-any-return]
             Bucket=self.bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
         )
 
@@ -126,7 +139,7 @@ class Storage:
         params = {"Bucket": self.bucket_of(key), "Key": key}
         if content_disposition:
             params["ResponseContentDisposition"] = content_disposition
-        return self.client.generate_presigned_url(  # type: ignore[no-any-return]
+        return self.presigner.generate_presigned_url(  # type: ignore[no-any-return]
             "get_object", Params=params, ExpiresIn=expires_in
         )
 
@@ -134,7 +147,7 @@ class Storage:
         self, key: str, multipart_id: str, part_number: int, length: int, expires_in: int
     ) -> str:
         """A PUT URL for one part; `Content-Length` is a signed header, so only exactly `length` bytes fit."""
-        return self.client.generate_presigned_url(  # type: ignore[no-any-return]
+        return self.presigner.generate_presigned_url(  # type: ignore[no-any-return]
             "upload_part",
             Params={
                 "Bucket": self.bucket,

@@ -225,6 +225,7 @@ def local_stack() -> Iterator[Stack]:
             database_url=database_url,
             redis_url=REDIS_URL,
             s3_endpoint_url=s3.s3_url,
+            s3_internal_endpoint_url=s3.moto_url,  # as `broker dev` runs
             s3_bucket=bucket,
             s3_region="us-east-1",
             jwt_secret=f"bench-jwt-{run_id}",
@@ -284,7 +285,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def prefill(stack: Stack, photos: list[bytes], count: int) -> list[str]:
-    """`count` uploads in `uploaded` state with their job queued, exactly as the webhook leaves them."""
+    """`count` uploads in `uploaded` state with their job queued, exactly as the webhook leaves them: each
+    stored by POSTing its ticket's form to the store, as the app does (so, like a real upload, without an
+    SDK's checksum for the worker to verify)."""
+    import requests
+
     from app.auth import Principal
     from app.domain.tickets import TicketRequest
     from app.intake import Outcome, queue_upload
@@ -292,16 +297,25 @@ def prefill(stack: Stack, photos: list[bytes], count: int) -> list[str]:
 
     services = stack.services
     principal = Principal(str(uuid.uuid4()), frozenset())
-    s3 = stack.s3.client("s3")
     ids = []
-    for index in range(count):
-        data = photos[index % len(photos)]
-        request = TicketRequest(KIND, CONTENT_TYPE, len(data), {"workout_id": "bench"})
-        upload = issue_ticket(services, principal, request, f"IMG_{index:04d}.jpg").upload
-        stored = s3.put_object(Bucket=services.settings.s3_bucket, Key=upload.temp_key, Body=data)
-        context = {"upload_id": upload.id, "stage": "intake", "source": "bench"}
-        assert queue_upload(services, upload.id, stored["ETag"].strip('"'), context) == Outcome.QUEUED
-        ids.append(upload.id)
+    with requests.Session() as http:
+        for index in range(count):
+            data = photos[index % len(photos)]
+            request = TicketRequest(KIND, CONTENT_TYPE, len(data), {"workout_id": "bench"})
+            ticket = issue_ticket(services, principal, request, f"IMG_{index:04d}.jpg")
+            assert ticket.post is not None
+            stored = http.post(
+                ticket.post["url"],
+                data=ticket.post["fields"],
+                files={"file": (f"IMG_{index:04d}.jpg", data, CONTENT_TYPE)},
+                timeout=30,
+            )
+            stored.raise_for_status()
+            upload = ticket.upload
+            context = {"upload_id": upload.id, "stage": "intake", "source": "bench"}
+            etag = stored.headers["ETag"].strip('"')
+            assert queue_upload(services, upload.id, etag, context) == Outcome.QUEUED
+            ids.append(upload.id)
     return ids
 
 

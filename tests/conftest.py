@@ -131,6 +131,7 @@ def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Sett
         database_url=stack_database_url,
         redis_url=redis_url,
         s3_endpoint_url=local_s3.s3_url,
+        s3_internal_endpoint_url=local_s3.moto_url,  # as `broker dev` runs
         s3_bucket=bucket,
         s3_region="us-east-1",
         jwt_secret=JWT_SECRET,

@@ -42,6 +42,8 @@ def stack_env(
         "BROKER_DATABASE_URL": database_url,
         "BROKER_REDIS_URL": redis_url,
         "BROKER_S3_ENDPOINT_URL": local.s3_url,
+        # The broker's own requests skip the gate, which checks only what clients send (as S3 does).
+        "BROKER_S3_INTERNAL_ENDPOINT_URL": local.moto_url,
         "BROKER_S3_BUCKET": settings.s3_bucket,
         "BROKER_S3_REGION": "us-east-1",
         "BROKER_SNS_TOPIC_ARN": topic_arn,

@@ -43,8 +43,8 @@ def local_credentials_env() -> dict[str, str]:
 
 @dataclass
 class LocalS3:
-    moto_url: str  # SNS, and the certificate host
-    s3_url: str  # the gate; what the broker and clients use for S3
+    moto_url: str  # SNS, the certificate host, and S3 for the broker's own requests
+    s3_url: str  # the gate: S3 as clients see it (presigned URLs and public links name it)
     processes: list[ManagedProcess] = field(default_factory=list)
 
     def stop(self) -> None:
@@ -65,7 +65,11 @@ class LocalS3:
 
 def start_local_s3(log_dir: Path) -> LocalS3:
     moto_port, gate_port = free_port(), free_port()
-    moto = ManagedProcess("moto", python_module("moto.server", "-H", LOOPBACK, "-p", str(moto_port)), log_dir)
+    moto = ManagedProcess(
+        "moto",
+        python_module("app.devstack.moto_server", "--host", LOOPBACK, "--port", str(moto_port)),
+        log_dir,
+    )
     stack = LocalS3(f"http://{LOOPBACK}:{moto_port}", f"http://{LOOPBACK}:{gate_port}", [moto])
     try:
         moto.wait_http(f"{stack.moto_url}/moto-api/")

@@ -136,6 +136,9 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
     assert loaded["BROKER_JWT_SECRET"] == USER_JWT_SECRET
     assert loaded["BROKER_S3_BUCKET"] == "users-own-bucket"
     assert loaded["BROKER_S3_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    # The broker's own S3 requests go to moto itself; clients are sent through the gate.
+    assert loaded["BROKER_S3_INTERNAL_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert loaded["BROKER_S3_INTERNAL_ENDPOINT_URL"] != loaded["BROKER_S3_ENDPOINT_URL"]
     assert loaded["AWS_ACCESS_KEY_ID"] and loaded["AWS_SECRET_ACCESS_KEY"]
     assert (workdir / "var" / "dev.env").stat().st_mode & 0o077 == 0
 

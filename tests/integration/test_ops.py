@@ -88,7 +88,10 @@ def test_a_failed_upload_is_listed_retried_and_ends_ready(alice, services, setti
     upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
     alice.wait_status(upload_id, {"uploaded"})
     job_id = processing_job_id(upload_id)
-    unreachable = Services(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = Services(
+        settings.model_copy(update={"s3_endpoint_url": nowhere, "s3_internal_endpoint_url": nowhere})
+    )
     seen_scheduled: list[int] = []
 
     def look_while_retry_waits() -> None:  # a retry is waiting for its time: `queues` must show it

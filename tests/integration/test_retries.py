@@ -31,7 +31,10 @@ def work_with(services: Services, worker_services: Services, rounds: int = 1) ->
 def test_store_outage_is_retried_then_failed_then_recovered_by_ops(alice, services, settings):
     upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
     alice.wait_status(upload_id, {"uploaded"})
-    unreachable = Services(settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"}))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    unreachable = Services(
+        settings.model_copy(update={"s3_endpoint_url": nowhere, "s3_internal_endpoint_url": nowhere})
+    )
 
     work_with(services, unreachable, rounds=len(settings.job_retry_intervals) + 1)
 
