@@ -9,10 +9,12 @@ in PostgreSQL, a Redis database of its own (and queues and a metrics namespace n
 
 1. **Image stage alone** (`workers.stages.image.write_image` in-process, as its own bench runs it) and the
    **image processor** (the same call in the sandbox's limited child), 1 then 2 processes, over N files.
-2. **Pipeline**: N photo uploads (`workout_photo`, 12 MP JPEGs of ~4 MB) recorded as the ticket API records
-   them, stored at `temp/<id>`, claimed `uploaded` and queued by `app.intake.queue_upload` (the webhook's own
-   path), then drained by 1 then 2 real `broker worker --burst` processes. Images/s is N over the span from
-   the first job's start to the last job's end (RQ's own timestamps: interpreter start-up is not counted);
+2. **Pipeline**: N photo uploads (`workout_photo`, 12 MP JPEGs of ~4 MB) ticketed by the API's own code,
+   POSTed to the local store with their ticket's form as the app does, claimed `uploaded` and queued by
+   `app.intake.queue_upload` (the webhook's own path), then drained by 1 then 2 real `broker worker --burst`
+   processes. One more upload per worker is queued first: each worker's first job is its warm-up (new
+   connections, its sandbox process, cold caches), left out as the stage alone's first image is. Images/s is
+   N over the span from the first measured job's start to the last one's end (RQ's own timestamps);
    the split of a job's time comes from the `timings` of each `upload ready` log line, and what is left
    (dequeue, the work horse, RQ's bookkeeping) is reported as queue/RQ overhead.
 3. **Latency**: the API (`broker serve`) and 2 workers run; uploads arrive at a steady half of the 2-worker
@@ -20,8 +22,9 @@ in PostgreSQL, a Redis database of its own (and queues and a metrics namespace n
    timed from the store's answer to its POST until polling (every 50 ms) sees `ready`.
 
 CPU per image is reported beside the rates: the stage alone (its processes' own CPU over the timed loop), and
-for the pipeline the workers with their sandbox processes (start-up and exit left out, as measured on a worker
-that finds nothing to do), the local store (moto and the gate) and PostgreSQL + Redis. When the cores are
+for the pipeline the workers with their sandbox processes (start-up, warm-up job and exit left out, as
+measured on a worker that processes one upload and exits), the local store (moto and the gate) and
+PostgreSQL + Redis. When the cores are
 busy (2 workers on 2 cores), stage CPU / pipeline CPU is the ceiling of pipeline / stage throughput.
 
 Rounds are interleaved (stage, processor, pipeline at 1 process, then at 2), so a noisy neighbour slows each
@@ -313,8 +316,9 @@ def prefill(stack: Stack, photos: list[bytes], count: int) -> list[str]:
             stored.raise_for_status()
             upload = ticket.upload
             context = {"upload_id": upload.id, "stage": "intake", "source": "bench"}
-            etag = stored.headers["ETag"].strip('"')
-            assert queue_upload(services, upload.id, etag, context) == Outcome.QUEUED
+            head = services.storage.head(upload.temp_key)  # the event's ETag, as S3 would report it
+            assert head is not None
+            assert queue_upload(services, upload.id, head.etag, context) == Outcome.QUEUED
             ids.append(upload.id)
     return ids
 
@@ -323,33 +327,39 @@ def prefill(stack: Stack, photos: list[bytes], count: int) -> list[str]:
 class Drain:
     workers: int
     images: int
-    images_per_s: float  # over the span of the jobs (RQ's started_at of the first to ended_at of the last)
+    images_per_s: (
+        float  # over the span of the measured jobs (RQ's started_at of the first to ended_at of the last)
+    )
     wall_s: float  # from starting the worker processes to their exit (start-up included)
     job_ms: float  # span x workers / images: the time a worker spends per image
     steps_ms: dict[str, float]  # mean per image, by step of `workers.pipeline.Laps`
-    worker_cpu_ms: float  # per image: the worker processes and their sandboxes, start-up and exit excluded
+    worker_cpu_ms: float  # per image: the workers and their sandboxes; start-up, warm-up and exit excluded
     store_cpu_ms: float  # per image: moto and the gate (the local stand-in for S3) on the same cores
     backing_cpu_ms: float  # per image: PostgreSQL and Redis (every process of theirs on the machine)
     not_ready: int
 
 
-def worker_startup_cpu_seconds(stack: Stack) -> float:
-    """CPU of one `broker worker --burst` that finds nothing to do: start-up and exit, to leave out of the
-    per-image CPU of a drain (its images/s is over the jobs' span and leaves it out already)."""
+def warm_up_cpu_seconds(stack: Stack, photos: list[bytes]) -> float:
+    """CPU of one `broker worker --burst` that processes a single upload: its start-up, its first job (new
+    connections, its sandbox process, cold caches) and its exit. A drain's workers each warm up on one upload
+    the same way, and this is left out of the drain's CPU per image, as the stage alone's first image is."""
+    prefill(stack, photos, 1)
     children_cpu = _children_cpu_seconds()
-    idle = broker(stack, "idle-worker", "worker", "--burst")
-    idle.wait(60)
+    warming = broker(stack, "warm-up-worker", "worker", "--burst")
+    warming.wait(120)
     return _children_cpu_seconds() - children_cpu
 
 
 def drain(
-    stack: Stack, photos: list[bytes], count: int, workers: int, round_no: int, startup_cpu_s: float
+    stack: Stack, photos: list[bytes], count: int, workers: int, round_no: int, warm_up_cpu_s: float
 ) -> Drain:
     from rq.job import Job
 
     from app.queueing import processing_job_id
     from app.repository import get_upload
 
+    # Queued first, so each worker's first job is one of these: its warm-up, as in `warm_up_cpu_seconds`.
+    warm_ups = prefill(stack, photos, workers)
     ids = prefill(stack, photos, count)
     name = f"drain-{round_no}-{workers}w"
     store_cpu = _cpu_seconds([p.process.pid for p in stack.s3.processes])
@@ -364,15 +374,19 @@ def drain(
         except subprocess.TimeoutExpired:
             stop(proc)
     wall = time.monotonic() - started
-    worker_cpu_ms = 1000 * (_children_cpu_seconds() - children_cpu - workers * startup_cpu_s) / count
-    store_cpu_ms = 1000 * (_cpu_seconds([p.process.pid for p in stack.s3.processes]) - store_cpu) / count
-    backing_cpu_ms = 1000 * (_cpu_seconds(_backing_pids()) - backing_cpu) / count
+    worker_cpu_ms = 1000 * (_children_cpu_seconds() - children_cpu - workers * warm_up_cpu_s) / count
+    # The store and the databases have no warm-up: all the uploads count.
+    processed = count + workers
+    store_cpu_ms = 1000 * (_cpu_seconds([p.process.pid for p in stack.s3.processes]) - store_cpu) / processed
+    backing_cpu_ms = 1000 * (_cpu_seconds(_backing_pids()) - backing_cpu) / processed
     jobs = [j for j in Job.fetch_many([processing_job_id(i) for i in ids], stack.services.redis) if j]
     starts = [j.started_at.timestamp() for j in jobs if j.started_at]
     ends = [j.ended_at.timestamp() for j in jobs if j.ended_at]
     span = max(ends) - min(starts)
     with stack.services.db.session() as session:
-        not_ready = sum(1 for i in ids if (u := get_upload(session, i)) is None or u.status != "ready")
+        not_ready = sum(
+            1 for i in warm_ups + ids if (u := get_upload(session, i)) is None or u.status != "ready"
+        )
     wanted = set(ids)
     timings: list[dict[str, float]] = []
     for i in range(workers):
@@ -534,14 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     processor: dict[int, float] = {}
     drains: dict[int, Drain] = {}
     with local_stack() as stack:
-        startup_cpu_s = worker_startup_cpu_seconds(stack)
+        warm_up_cpu_s = warm_up_cpu_seconds(stack, photos)
         for round_no, processes in enumerate(PROCESS_COUNTS):
             alone = run_stage_alone("stage", processes, paths, count, stack.settings)
             stage[processes], stage_cpu_ms[processes] = alone.images_per_s, alone.cpu_ms
             processor[processes] = run_stage_alone(
                 "processor", processes, paths, count, stack.settings
             ).images_per_s
-            drains[processes] = drain(stack, photos, count, processes, round_no, startup_cpu_s)
+            drains[processes] = drain(stack, photos, count, processes, round_no, warm_up_cpu_s)
         capacity = drains[max(PROCESS_COUNTS)].images_per_s
         lat = latency(stack, photos[0], capacity / 2, min(60.0, args.latency_seconds))
     report = {
@@ -551,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_after": round(background_load(), 2),
         "stage_images_per_s": stage,
         "stage_cpu_ms_per_image": stage_cpu_ms,
-        "worker_startup_cpu_s": startup_cpu_s,
+        "worker_warm_up_cpu_s": warm_up_cpu_s,
         "processor_images_per_s": processor,
         "pipeline": {n: asdict(d) for n, d in drains.items()},
         "ratio_pipeline_to_stage": {n: drains[n].images_per_s / stage[n] for n in PROCESS_COUNTS},
@@ -617,8 +631,8 @@ def print_report(
         print(f"  {n} worker(s), steps: {steps}")
     print()
     print(
-        "CPU per image, ms (workers: with their sandbox processes, start-up and exit left out; "
-        f"one worker's start-up is {1000 * report['worker_startup_cpu_s']:.0f} ms):"
+        "CPU per image, ms (workers: with their sandbox processes; start-up, warm-up job and exit left out, "
+        f"{1000 * report['worker_warm_up_cpu_s']:.0f} ms per worker):"
     )
     print(
         "| processes | stage alone | workers | local store | PostgreSQL + Redis | pipeline in all | stage / pipeline |"
