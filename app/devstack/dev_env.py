@@ -1,7 +1,7 @@
 """What the local stack runs with, and `var/dev.env`, which lets a second shell talk to the same stack.
 
 Settings the user put in the environment always win: generated local secrets and the stack's defaults only
-fill what is unset. Only the wiring that *is* the local stack (S3 endpoint, SNS topic, region, credentials)
+fill what is unset. Only the wiring that *is* the local stack (S3 endpoints, SNS topic, region, credentials)
 is the stack's own: pointing `broker dev` at another store would leave nothing to notify the webhook.
 """
 
