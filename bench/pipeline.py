@@ -30,8 +30,9 @@ of pipeline / stage throughput.
 Rounds are interleaved (stage, processor, pipeline at 1 process, then at 2), so a noisy neighbour slows each
 alike, and repeated (--repeats, default 3): this VM's speed drifts by ±10% from one minute to the next, so
 each ratio is taken within one repetition and the repetition with the median ratio is reported (every
-repetition's ratio is listed). Targets (exit status 1 when one is missed, unless --no-check): pipeline throughput at least 0.8x the
-image stage alone on the same number of processes; complete → ready p50 at most 1 s.
+repetition's ratio is listed). Targets (exit status 1 when one is missed, unless --no-check): pipeline
+throughput at least 0.8x the image stage alone on the same number of processes; complete → ready p50 at
+most 1 s.
 """
 
 from __future__ import annotations
@@ -329,9 +330,7 @@ def prefill(stack: Stack, photos: list[bytes], count: int) -> list[str]:
 class Drain:
     workers: int
     images: int
-    images_per_s: (
-        float  # over the span of the measured jobs (RQ's started_at of the first to ended_at of the last)
-    )
+    images_per_s: float  # over the measured jobs: RQ's started_at of the first to ended_at of the last
     wall_s: float  # from starting the worker processes to their exit (start-up included)
     job_ms: float  # span x workers / images: the time a worker spends per image
     steps_ms: dict[str, float]  # mean per image, by step of `workers.pipeline.Laps`
