@@ -73,18 +73,24 @@ def _worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _drain(settings: Settings, seconds: float) -> subprocess.Popen[bytes]:
+    """A `--burst` worker run until it exits on its own (status 0) within `seconds`; killed otherwise."""
+    worker = _worker(settings, "--burst")
+    try:
+        assert worker.wait(seconds) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    return worker
+
+
 def test_jobs_run_in_the_worker_process_and_a_timeout_still_stops_one(queue, services):
     queue, own = queue
     key = f"speed-test:{uuid.uuid4().hex}"
     slow = queue.enqueue("time.sleep", 60, job_timeout=1)
     first = queue.enqueue(f"{__name__}.report_pid", f"{key}:1")
     second = queue.enqueue(f"{__name__}.report_pid", f"{key}:2")
-    worker = _worker(own, "--burst")
-    try:
-        assert worker.wait(60) == 0
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    worker = _drain(own, 60)
     assert slow.get_status(refresh=True) == "failed"
     assert "JobTimeoutException" in (slow.latest_result().exc_string or "")
     # The worker went on after the timed-out job, and ran the next ones itself: no work horse per job.
@@ -132,12 +138,7 @@ def test_attempts_share_one_sandbox_process_until_a_timeout_or_the_worker_ends_i
         queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:{n}")
     stuck = queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:stuck", 60, job_timeout=2)
     queue.enqueue(f"{__name__}.sandboxed_pid", f"{key}:after")
-    worker = _worker(own, "--burst")
-    try:
-        assert worker.wait(90) == 0
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+    worker = _drain(own, 90)
     first, second, after = (int(services.redis.get(f"{key}:{n}")) for n in (1, 2, "after"))
     assert first == second != worker.pid  # one sandbox process, not the worker, served both attempts
     assert stuck.get_status(refresh=True) == "failed"  # the job timeout stopped it…
