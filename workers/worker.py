@@ -18,6 +18,12 @@ What the work horse gave that this class keeps:
 - **shutdown**: the first SIGINT/SIGTERM lets the running job finish (warm); the second (cold) stops it and
   leaves it `started`, as killing the horse did, so the recover sweep re-runs it instead of it counting as a
   failed attempt.
+
+What it leaves out is RQ's repeated worker bookkeeping between two jobs. RQ's loop beats for the worker after
+each job, before each dequeue and after it: three times within a few milliseconds, three Redis round trips
+each, to push an expiry that lasts minutes. Here a beat is one round trip, and one that would not move the
+expiry by more than `_BEAT_SLACK_SECONDS` is skipped; a state the worker already has is not written again.
+That takes a photo job's Redis round trips from ~20 to ~10.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+from redis.client import Pipeline
 from rq import SimpleWorker
 from rq.executions import Execution
 from rq.job import Job
@@ -39,6 +47,9 @@ from rq.worker.base import BaseWorker, WorkerStatus
 log = logging.getLogger(__name__)
 
 _STUCK_GRACE_SECONDS = 60  # beyond the job timeout, as RQ's horse monitor allows before it kills the horse
+# A worker's key lives for minutes (`worker_ttl` + 60 s) and RQ beats well before it runs out; a beat that
+# would extend it by less than this is not worth a round trip.
+_BEAT_SLACK_SECONDS = 1.0
 
 
 class InProcessWorker(SimpleWorker):
@@ -48,6 +59,25 @@ class InProcessWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self._beats: _Heartbeats | None = None
         self._cold_shutdown = False
+        self._key_alive_until = 0.0  # monotonic: when the worker's key expires, as the last beat set it
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        timeout = timeout or self.worker_ttl + 60
+        alive_until = time.monotonic() + timeout
+        if pipeline is not None:  # part of a bigger write: costs no round trip of its own
+            super().heartbeat(timeout, pipeline=pipeline)
+        elif alive_until - self._key_alive_until < _BEAT_SLACK_SECONDS:
+            return
+        else:
+            with self.connection.pipeline(transaction=False) as own:
+                super().heartbeat(timeout, pipeline=own)
+                own.execute()
+        self._key_alive_until = alive_until
+
+    def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
+        if pipeline is None and state == self.get_state():
+            return  # nobody else writes a worker's state
+        super().set_state(state, pipeline=pipeline)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # SimpleWorker keeps a job's registry entry for its whole timeout (no one beats for it); with the

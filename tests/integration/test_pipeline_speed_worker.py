@@ -12,8 +12,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis import ConnectionPool, Redis
+from redis.connection import Connection
 from rq import Queue
 
 from app.config import Settings
@@ -145,3 +148,46 @@ def test_attempts_share_one_sandbox_process_until_a_timeout_or_the_worker_ends_i
     assert after != first  # …and killed its sandbox process: the next attempt got a new one
     assert not _alive(first)
     assert not _alive(after)  # the worker ended its sandbox process when it exited
+
+
+def test_a_beat_between_jobs_is_one_round_trip_and_a_repeat_is_skipped(services):
+    worker = InProcessWorker([Queue("unused", connection=services.redis)], connection=services.redis)
+    worker.register_birth()
+    try:
+        worker.heartbeat()
+        beaten = services.redis.hget(worker.key, "last_heartbeat")
+        assert worker.worker_ttl + 55 <= services.redis.ttl(worker.key) <= worker.worker_ttl + 60
+        worker.heartbeat()  # a moment later: would not move the expiry, so not sent
+        assert services.redis.hget(worker.key, "last_heartbeat") == beaten
+        worker.heartbeat(worker.worker_ttl + 600)  # a later expiry is always written
+        assert services.redis.hget(worker.key, "last_heartbeat") != beaten
+        assert services.redis.ttl(worker.key) > worker.worker_ttl + 500
+    finally:
+        worker.register_death()
+
+
+class _CountingConnection(Connection):
+    sent = 0
+
+    def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        _CountingConnection.sent += 1
+        super().send_packed_command(*args, **kwargs)
+
+
+def test_a_job_costs_the_worker_about_ten_redis_round_trips(settings: Settings):
+    redis = Redis(
+        connection_pool=ConnectionPool.from_url(settings.redis_url, connection_class=_CountingConnection)
+    )
+    queue = Queue(f"speed-{uuid.uuid4().hex[:6]}", connection=redis)
+    try:
+        jobs = [queue.enqueue("builtins.len", "photo") for _ in range(50)]
+        worker = InProcessWorker([queue], connection=redis)
+        _CountingConnection.sent = 0
+        assert worker.work(burst=True, with_scheduler=False)
+        assert all(job.get_status(refresh=True) == "finished" for job in jobs)
+        # ~11 per job, and the worker's start and end; RQ's own loop sent ~20 per job (three worker beats
+        # of three commands each between two jobs).
+        assert _CountingConnection.sent / len(jobs) <= 13
+    finally:
+        queue.delete(delete_jobs=True)
+        redis.close()
