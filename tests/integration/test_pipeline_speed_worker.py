@@ -185,9 +185,9 @@ def test_a_job_costs_the_worker_about_ten_redis_round_trips(settings: Settings):
         _CountingConnection.sent = 0
         assert worker.work(burst=True, with_scheduler=False)
         assert all(job.get_status(refresh=True) == "finished" for job in jobs)
-        # ~11 per job, and the worker's start and end; RQ's own loop sent ~20 per job (three worker beats
+        # ~10 per job, and the worker's start and end; RQ's own loop sent ~20 per job (three worker beats
         # of three commands each between two jobs).
-        assert _CountingConnection.sent / len(jobs) <= 13
+        assert _CountingConnection.sent / len(jobs) <= 12
     finally:
         queue.delete(delete_jobs=True)
         redis.close()
