@@ -3,7 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python -m bench.tickets [--rounds N] [--duration S] [--server gunicorn|waitress] [--threads N]
-                                      [--json] [--profile PY_SPY] [--no-check]
+                                      [--workers N] [--json] [--profile PY_SPY] [--no-check]
 
 What runs: `broker serve` as production runs it (gunicorn, 2 workers x 4 threads, JSON access and app logs
 to a file) on 127.0.0.1, with every feature a ticket pays for switched on: HS256 JWTs (a few hundred users,
@@ -68,6 +68,7 @@ BODY = {
 }
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 WARMUP_SECONDS = 3
+DEFAULT_WORKERS = 2  # `broker serve`'s own default on these 2-core hosts
 MAX_ROUNDS, MAX_DURATION = 10, 30
 BUSY_MACHINE_CORES = 0.3  # other processes' load above which the report carries a warning
 
@@ -167,7 +168,9 @@ class Stack:
         return children_of(self.server.pid)
 
 
-def start_stack(server_kind: str, workdir: Path, threads: int | None = None) -> Stack:
+def start_stack(
+    server_kind: str, workdir: Path, threads: int | None = None, workers: int = DEFAULT_WORKERS
+) -> Stack:
     from sqlalchemy import create_engine, text
 
     from app.devstack.local_s3 import local_credentials_env
@@ -202,7 +205,7 @@ def start_stack(server_kind: str, workdir: Path, threads: int | None = None) -> 
         env["GUNICORN_CMD_ARGS"] = f"--threads {threads}"
     log_path = workdir / "server.log"
     broker = Path(sys.executable).parent / "broker"
-    command = [str(broker), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    command = [str(broker), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     with log_path.open("wb") as log:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
     stack = Stack(f"http://127.0.0.1:{port}", server, schema, f"bench-tickets-{run}", run, log_path)
@@ -376,10 +379,15 @@ def checks(static: Summary, tickets: Summary) -> list[tuple[str, bool]]:
 
 
 def print_report(
-    rounds: list[Round], static: Summary, tickets: Summary, results: list[tuple[str, bool]], server: str
+    rounds: list[Round],
+    static: Summary,
+    tickets: Summary,
+    results: list[tuple[str, bool]],
+    server: str,
+    workers: int,
 ) -> None:
     print(
-        f"broker serve --server {server} --workers 2 on 127.0.0.1; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}; "
+        f"broker serve --server {server} --workers {workers} on 127.0.0.1; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS}; "
         f"{os.cpu_count()} cores shared by server, PostgreSQL, Redis and wrk"
     )
     header = (
@@ -449,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10, help=f"seconds per round (1-{MAX_DURATION})")
     parser.add_argument("--server", choices=["gunicorn", "waitress"], default="gunicorn")
     parser.add_argument("--threads", type=int, help="gunicorn threads per worker [default: broker serve's]")
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="server processes (1-8) [default: %(default)s]"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     parser.add_argument(
         "--profile", metavar="PY_SPY", help="py-spy executable: profile one extra tickets round"
@@ -459,11 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds_n = max(1, min(MAX_ROUNDS, args.rounds))
     seconds = max(1, min(MAX_DURATION, args.duration))
+    workers = max(1, min(8, args.workers))
 
     with tempfile.TemporaryDirectory(prefix="bench-tickets-") as tmp:
         workdir = Path(tmp)
         try:
-            stack = start_stack(args.server, workdir, args.threads)
+            stack = start_stack(args.server, workdir, args.threads, workers)
         except Exception as error:
             print(f"bench: the server did not start: {error}", file=sys.stderr)
             return 2
@@ -498,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report: dict[str, Any] = {
             "server": args.server,
+            "workers": workers,
             "rounds": [asdict(r) for r in rounds],
             "static": asdict(static),
             "tickets": asdict(tickets),
@@ -510,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(report, indent=2))
     else:
-        print_report(rounds, static, tickets, results, args.server)
+        print_report(rounds, static, tickets, results, args.server, workers)
     if args.profile and (OUT_DIR / "tickets-profile.txt").exists():
         print_profile(OUT_DIR / "tickets-profile.txt")
     if invalid:
