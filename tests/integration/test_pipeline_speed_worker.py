@@ -150,7 +150,7 @@ def test_attempts_share_one_sandbox_process_until_a_timeout_or_the_worker_ends_i
     assert not _alive(after)  # the worker ended its sandbox process when it exited
 
 
-def test_a_beat_between_jobs_is_one_round_trip_and_a_repeat_is_skipped(services):
+def test_a_beat_that_would_not_move_the_workers_expiry_is_skipped(services):
     worker = InProcessWorker([Queue("unused", connection=services.redis)], connection=services.redis)
     worker.register_birth()
     try:
