@@ -86,7 +86,6 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
     from workers.context import use_services
     from workers.lifecycle import JOB_HEARTBEAT_SECONDS
     from workers.sandbox_host import stop_hosts
-    from workers.temp_deletes import deferred_temp_deletes
     from workers.worker import InProcessWorker
 
     configure_logging()
@@ -100,9 +99,7 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
         queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
     )
     try:
-        # Finished uploads' temp objects are deleted by a thread, off the jobs' path (`workers.temp_deletes`).
-        with deferred_temp_deletes():
-            rq_worker.work(burst=burst, with_scheduler=with_scheduler)
+        rq_worker.work(burst=burst, with_scheduler=with_scheduler)
     finally:
         stop_hosts()  # they would die with this process anyway; stopped here, they are reaped and counted
 

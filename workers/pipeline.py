@@ -32,7 +32,6 @@ from workers.processing.outputs import Processed
 from workers.stages.fetch import fetch
 from workers.stages.promote import MAIN, StoredFile, promote
 from workers.stages.sniff import sniff
-from workers.temp_deletes import delete_after_job
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ def _process(services: Services, upload: Upload, context: dict[str, str], laps: 
     _record_ready(services, upload, stored, processed)
     laps.lap("ready")
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.
-    delete_after_job(services.storage, upload.temp_key, context)
+    _delete_temp(services, upload, context)
     laps.lap("cleanup")
     run_follow_ups(services, upload)
     laps.lap("follow_ups")
@@ -200,8 +199,15 @@ def _reject(services: Services, upload: Upload, rejected: Rejected, context: dic
             error_code=rejected.code.value,
             error_message=rejected.message[:500],
         )
-    delete_after_job(services.storage, upload.temp_key, context)
+    _delete_temp(services, upload, context)
     log.warning(
         "upload rejected",
         extra={**context, "stage": "validate", "outcome": "rejected", "code": rejected.code.value},
     )
+
+
+def _delete_temp(services: Services, upload: Upload, context: dict[str, str]) -> None:
+    try:
+        services.storage.delete(upload.temp_key)
+    except Exception:
+        log.warning("temp object not deleted", extra={**context, "stage": "cleanup"}, exc_info=True)
