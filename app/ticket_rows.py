@@ -1,9 +1,11 @@
 """The ticket's one statement: INSERT the `pending` row, with the quota check inside it.
 
 Tickets are the API's hottest route, and the row is most of a ticket's cost. With a quota, the check is part
-of the INSERT (INSERT ... SELECT ... WHERE bytes in use + requested <= quota): one round trip, no race between
-check and insert. Bytes in use are counted as `repository.bytes_in_use` counts them: stored bytes of ready
-media plus the declared size of uploads still in flight.
+of the INSERT (INSERT ... SELECT ... WHERE bytes in use + requested <= quota): one round trip. Bytes in use are
+counted as `repository.bytes_in_use` counts them: stored bytes of ready media plus the declared size of
+uploads still in flight. Two tickets of one owner sent at once must not both fit in the room left for one:
+on PostgreSQL the count is the `upload_bytes_in_use` function (migration 0007), which locks the owner first
+and counts in a snapshot taken after the lock; SQLite has one writer at a time.
 
 On PostgreSQL the statement is compiled once per process and run straight on the driver, over a pool of
 autocommit connections of its own: no per-request compile or result machinery, no BEGIN/COMMIT, no rollback
@@ -69,19 +71,19 @@ _IN_USE = (
     .where(_UPLOADS.c.owner_id == bindparam("owner_id"))
     .scalar_subquery()
 )
+# PostgreSQL: the same sum, counted after a lock on the owner, in a snapshot of its own (migration 0007).
+_IN_USE_LOCKED = func.upload_bytes_in_use(bindparam("owner_id"), type_=BigInteger())
 _INSERT = insert(_UPLOADS)
-# RETURNING: a row back if inserted (rowcount is not reported for INSERT ... SELECT).
-_INSERT_WITHIN_QUOTA = (
-    insert(_UPLOADS)
-    .from_select(
-        list(COLUMNS),
-        select(*(bindparam(name, type_=_UPLOADS.c[name].type) for name in COLUMNS)).where(
-            _IN_USE + bindparam("requested_bytes", type_=BigInteger())
-            <= bindparam("quota_bytes", type_=BigInteger())
-        ),
+
+
+def _insert_within_quota(in_use: Any) -> Any:
+    """INSERT ... SELECT the row's values WHERE `in_use` + requested <= quota. RETURNING: a row back if
+    inserted (rowcount is not reported for INSERT ... SELECT)."""
+    values = select(*(bindparam(name, type_=_UPLOADS.c[name].type) for name in COLUMNS))
+    room = in_use + bindparam("requested_bytes", type_=BigInteger()) <= bindparam(
+        "quota_bytes", type_=BigInteger()
     )
-    .returning(_UPLOADS.c.id)
-)
+    return insert(_UPLOADS).from_select(list(COLUMNS), values.where(room)).returning(_UPLOADS.c.id)
 
 
 class TicketRows:
@@ -90,8 +92,10 @@ class TicketRows:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._driver: _DriverStatements | None = None
-        if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-            self._driver = _DriverStatements(engine)
+        on_postgresql = engine.dialect.name == "postgresql"
+        self._within_quota = _insert_within_quota(_IN_USE_LOCKED if on_postgresql else _IN_USE)
+        if on_postgresql and engine.dialect.driver == "psycopg":
+            self._driver = _DriverStatements(engine, self._within_quota)
 
     def insert(self, row: dict[str, Any], requested: int, quota: int | None) -> bool:
         """Insert `row`; with a quota, only if the owner's bytes in use leave room for `requested`.
@@ -103,7 +107,7 @@ class TicketRows:
                 connection.execute(_INSERT, row)
                 return True
             params = {**row, "requested_bytes": requested, "quota_bytes": quota}
-            return connection.execute(_INSERT_WITHIN_QUOTA, params).first() is not None
+            return connection.execute(self._within_quota, params).first() is not None
 
     def dispose(self) -> None:
         if self._driver is not None:
@@ -113,7 +117,7 @@ class TicketRows:
 class _DriverStatements:
     """The Core statements compiled for psycopg once, run on a pool of autocommit connections."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, within_quota: Any) -> None:
         import psycopg
 
         self._driver_error = psycopg.Error
@@ -132,7 +136,7 @@ class _DriverStatements:
         self._plain, self._plain_constants = _compiled(
             _INSERT.values({name: bindparam(name) for name in COLUMNS})
         )
-        self._within_quota, self._quota_constants = _compiled(_INSERT_WITHIN_QUOTA)
+        self._within_quota, self._quota_constants = _compiled(within_quota)
 
     def insert(self, row: dict[str, Any], requested: int, quota: int | None) -> bool:
         params = {**row, "context": json.dumps(row["context"])}

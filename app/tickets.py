@@ -87,7 +87,7 @@ def issue_ticket(
     }
     post, parts = None, None
     if resumable:
-        # Creating the multipart upload is a call to the store: refuse over-quota requests before it.
+        # Creating the multipart upload is a call to the store: refuse what is already over quota before it.
         if quota is not None:
             with services.db.session() as session:
                 check_quota(bytes_in_use(session, principal.user_id), plan.max_bytes, quota)
@@ -95,12 +95,17 @@ def issue_ticket(
         metadata = {"upload-id": upload_id, "owner-id": principal.user_id}
         row["multipart_upload_id"] = services.storage.create_multipart(key, plan.content_type, metadata)
         row["part_size"] = parts.part_size
-        quota = None  # checked above
     else:
         conditions = post_policy_conditions(services.storage.bucket, key, plan.content_type, plan.max_bytes)
         post = services.storage.presign_post(key, plan.content_type, conditions, ttl)
-    # Recorded only once the store answered, so a store outage leaves no orphan `pending` rows.
-    record_upload(services, row, plan.max_bytes, quota)
+    # Recorded only once the store answered, so a store outage leaves no orphan `pending` rows. The INSERT's
+    # own quota check is the one that counts: another ticket of the same user may have taken the room since.
+    try:
+        record_upload(services, row, plan.max_bytes, quota)
+    except TicketRefused:
+        if row["multipart_upload_id"]:
+            services.storage.abort_multipart(key, row["multipart_upload_id"])
+        raise
     log.info(
         "ticket issued",
         extra={

@@ -1,7 +1,9 @@
-"""The ticket's INSERT on both databases: the quota inside the statement, and a dropped connection retried."""
+"""The ticket's INSERT on both databases: the quota inside the statement, never passed by tickets sent at once,
+and a dropped connection retried."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,8 +11,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from app.migrate import upgrade
+from app.repository import bytes_in_use
 from app.ticket_rows import APPLICATION_NAME, TicketRows
 from tests.conftest import _postgres_schema_url, postgres_available
 
@@ -66,6 +70,41 @@ def test_rows_are_inserted_until_the_quota_refuses(database_url) -> None:
         engine.dispose()
 
 
+def send_together(rows: TicketRows, owner: str, senders: int) -> list[bool]:
+    """`senders` tickets of 600 bytes for `owner` (quota 1000), released at once; which got in."""
+    start, inserted = threading.Barrier(senders), []
+
+    def send() -> None:
+        row = ticket_row(owner, 600)
+        start.wait()
+        inserted.append(rows.insert(row, 600, quota=1000))
+
+    threads = [threading.Thread(target=send) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return inserted
+
+
+def test_tickets_sent_at_once_never_share_the_room_left_for_one(database_url) -> None:
+    """Six tickets of one owner released together, whose quota has room for one: one is inserted, every time.
+    (On PostgreSQL, before the count took a lock on the owner, more than one got in in most such trials.)"""
+    engine = create_engine(database_url, pool_size=6)
+    rows, senders = TicketRows(engine), 6
+    try:
+        send_together(
+            rows, str(uuid.uuid4()), senders
+        )  # every sender's connection opened: they start together
+        for _ in range(25):
+            owner = str(uuid.uuid4())
+            assert sorted(send_together(rows, owner, senders)) == [False] * (senders - 1) + [True]
+            assert [size for _, size, _ in stored(engine, owner)] == [600]
+    finally:
+        rows.dispose()
+        engine.dispose()
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A migrated schema in PostgreSQL: the driver path and its pool exist only there."""
@@ -93,4 +132,30 @@ def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(postgres_url
         assert [size for _, size, _ in stored(engine, owner)] == [100, 200]
     finally:
         rows.dispose()
+        engine.dispose()
+
+
+@pytest.mark.skipif(not postgres_available(), reason="needs the PostgreSQL server the CI job provides")
+def test_the_quota_function_counts_as_the_repository_does(postgres_url) -> None:
+    """`upload_bytes_in_use` (migration 0007) and `repository.bytes_in_use` hold the same rule, twice."""
+    engine = create_engine(postgres_url)
+    owner = str(uuid.uuid4())
+    statuses = ["pending", "uploaded", "processing", "ready", "rejected", "failed", "expired", "deleted"]
+    try:
+        with engine.begin() as connection:
+            for number, status in enumerate(statuses, start=1):
+                row = ticket_row(owner, 1000 * number) | {"status": status}
+                columns = ", ".join(row)
+                connection.execute(
+                    text(f"INSERT INTO uploads ({columns}, bytes) VALUES (:{', :'.join(row)}, :bytes)"),
+                    row | {"context": "{}", "bytes": 10 * number if status != "expired" else None},
+                )
+        with Session(engine) as session:
+            counted = bytes_in_use(session, owner)
+        with engine.begin() as connection:
+            function = connection.execute(text("SELECT upload_bytes_in_use(:o)"), {"o": owner}).scalar_one()
+        assert (
+            counted == function == 1000 + 2000 + 3000 + 40
+        )  # in flight: declared sizes; ready: bytes stored
+    finally:
         engine.dispose()
