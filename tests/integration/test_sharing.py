@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
+import pytest
 import requests
 
 from app.repository import get_upload
@@ -130,3 +132,27 @@ def test_storage_quota_counts_stored_media_and_open_tickets(serve_with):
     assert over.status_code == 413
     assert over.json()["error"]["code"] == "quota_exceeded"
     assert erin.request_ticket("avatar", "image/jpeg", 40_000).status_code == 201
+
+
+@pytest.mark.parametrize("resumable", [False, True], ids=["post", "resumable"])
+def test_tickets_sent_at_once_get_no_more_than_the_quota_and_leave_nothing_behind(serve_with, resumable):
+    """An app sending six pictures at once, with room for one: one ticket, five 413s, and no multipart upload
+    left open in the store for the refused ones."""
+    served = serve_with(storage_quota_bytes=8 * 1024 * 1024)
+    frank = client_for(served, str(uuid.uuid4()))
+    size = 6 * 1024 * 1024  # a resumable ticket needs >= 5 MiB
+    storage = served.services.storage
+    open_before = {upload.key for upload in storage.list_temp_multipart_uploads()}
+
+    def ask(_: int) -> requests.Response:
+        context = {"workout_id": "race"}
+        return frank.request_ticket("workout_photo", "image/jpeg", size, context=context, resumable=resumable)
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(ask, range(6)))
+    assert sorted(a.status_code for a in answers) == [201] + [413] * 5
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 413} == {"quota_exceeded"}
+    [issued] = [a.json() for a in answers if a.status_code == 201]
+    assert issued["upload"]["method"] == ("MULTIPART" if resumable else "POST")
+    opened = {upload.key for upload in storage.list_temp_multipart_uploads()} - open_before
+    assert opened == ({f"temp/{issued['upload_id']}"} if resumable else set())
