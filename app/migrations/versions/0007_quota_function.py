@@ -24,19 +24,25 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+# PL/pgSQL rather than SQL: PostgreSQL (before 18) plans a SQL function's statements again on every call,
+# which cost a ticket ~50 µs more of PostgreSQL's CPU than the plain sum; PL/pgSQL keeps its plans.
 CREATE = """
 CREATE FUNCTION upload_bytes_in_use(owner varchar) RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-    SELECT pg_advisory_xact_lock(hashtextextended('upload-quota:' || owner, 0));
-    SELECT coalesce(sum(
-        CASE
-            WHEN status = 'ready' THEN coalesce(bytes, 0)
-            WHEN status IN ('pending', 'uploaded', 'processing') THEN declared_size
-            ELSE 0
-        END
-    ), 0)::bigint
-    FROM uploads
-    WHERE owner_id = owner;
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('upload-quota:' || owner, 0));
+    RETURN (
+        SELECT coalesce(sum(
+            CASE
+                WHEN status = 'ready' THEN coalesce(bytes, 0)
+                WHEN status IN ('pending', 'uploaded', 'processing') THEN declared_size
+                ELSE 0
+            END
+        ), 0)::bigint
+        FROM uploads
+        WHERE owner_id = owner
+    );
+END
 $$
 """
 
