@@ -104,7 +104,7 @@ def issue_ticket(
         record_upload(services, row, plan.max_bytes, quota)
     except TicketRefused:
         if row["multipart_upload_id"]:
-            services.storage.abort_multipart(key, row["multipart_upload_id"])
+            _abandon_multipart(services, key, row["multipart_upload_id"])
         raise
     log.info(
         "ticket issued",
@@ -120,6 +120,17 @@ def issue_ticket(
     metrics.ticket_issued(services, plan.kind.name)
     issued = IssuedUpload(upload_id, row["status"], key, request.size, row["ticket_expires_at"])
     return Ticket(issued, post, parts)
+
+
+def _abandon_multipart(services: Services, key: str, multipart_id: str) -> None:
+    """Abort the multipart upload of a ticket refused after it was opened; the refusal stands either way."""
+    try:
+        services.storage.abort_multipart(key, multipart_id)
+    except Exception as error:  # no record points at it: the temp clean-up aborts it once it is stale
+        log.warning(
+            "refused ticket's multipart upload not aborted",
+            extra={"key": key, "stage": "ticket", "outcome": "left_to_cleanup", "error": str(error)},
+        )
 
 
 # --- the row ------------------------------------------------------------------------------------------------

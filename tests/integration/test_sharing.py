@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,8 @@ from app.repository import get_upload
 from tests import images
 from tests.conftest import client_for
 from tests.support import BrokerClient
+
+MiB = 1024 * 1024
 
 
 def ready_upload(client: BrokerClient, drain, kind: str = "workout_photo", **extra) -> str:
@@ -134,25 +137,57 @@ def test_storage_quota_counts_stored_media_and_open_tickets(serve_with):
     assert erin.request_ticket("avatar", "image/jpeg", 40_000).status_code == 201
 
 
+def six_at_once(client: BrokerClient, resumable: bool) -> list[requests.Response]:
+    """Six 6 MiB ticket requests sent together (a resumable ticket needs >= 5 MiB)."""
+
+    def ask(_: int) -> requests.Response:
+        context = {"workout_id": "race"}
+        return client.request_ticket(
+            "workout_photo", "image/jpeg", 6 * MiB, context=context, resumable=resumable
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        return list(pool.map(ask, range(6)))
+
+
 @pytest.mark.parametrize("resumable", [False, True], ids=["post", "resumable"])
 def test_tickets_sent_at_once_get_no_more_than_the_quota_and_leave_nothing_behind(serve_with, resumable):
     """An app sending six pictures at once, with room for one: one ticket, five 413s, and no multipart upload
     left open in the store for the refused ones."""
-    served = serve_with(storage_quota_bytes=8 * 1024 * 1024)
+    served = serve_with(storage_quota_bytes=8 * MiB)
     frank = client_for(served, str(uuid.uuid4()))
-    size = 6 * 1024 * 1024  # a resumable ticket needs >= 5 MiB
     storage = served.services.storage
     open_before = {upload.key for upload in storage.list_temp_multipart_uploads()}
 
-    def ask(_: int) -> requests.Response:
-        context = {"workout_id": "race"}
-        return frank.request_ticket("workout_photo", "image/jpeg", size, context=context, resumable=resumable)
-
-    with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(ask, range(6)))
+    answers = six_at_once(frank, resumable)
     assert sorted(a.status_code for a in answers) == [201] + [413] * 5
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 413} == {"quota_exceeded"}
     [issued] = [a.json() for a in answers if a.status_code == 201]
     assert issued["upload"]["method"] == ("MULTIPART" if resumable else "POST")
     opened = {upload.key for upload in storage.list_temp_multipart_uploads()} - open_before
     assert opened == ({f"temp/{issued['upload_id']}"} if resumable else set())
+
+
+def test_a_refused_resumable_ticket_is_refused_even_when_its_multipart_upload_cannot_be_aborted(
+    serve_with, monkeypatch, caplog
+):
+    served = serve_with(storage_quota_bytes=8 * MiB)
+    storage = served.services.storage
+    open_before = {upload.key for upload in storage.list_temp_multipart_uploads()}
+
+    def store_unreachable(key: str, multipart_id: str) -> None:
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(storage, "abort_multipart", store_unreachable)
+    with caplog.at_level(logging.WARNING, logger="app.tickets"):
+        answers = six_at_once(client_for(served, str(uuid.uuid4())), resumable=True)
+    assert sorted(a.status_code for a in answers) == [201] + [413] * 5  # refusals, not 500s
+    left = [upload for upload in storage.list_temp_multipart_uploads() if upload.key not in open_before]
+    not_aborted = [
+        r for r in caplog.records if r.getMessage() == "refused ticket's multipart upload not aborted"
+    ]
+    assert len(left) == 1 + len(not_aborted)  # the issued one, and those left to the clean-up sweep
+    for upload in left:
+        storage.client.abort_multipart_upload(
+            Bucket=storage.bucket, Key=upload.key, UploadId=upload.upload_id
+        )
