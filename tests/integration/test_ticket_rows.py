@@ -89,13 +89,12 @@ def send_together(rows: TicketRows, owner: str, senders: int) -> list[bool]:
 
 def test_tickets_sent_at_once_never_share_the_room_left_for_one(database_url) -> None:
     """Six tickets of one owner released together, whose quota has room for one: one is inserted, every time.
-    (On PostgreSQL, before the count took a lock on the owner, more than one got in in most such trials.)"""
+    (On PostgreSQL, before the count took a lock on the owner, more than one got in within the first rounds.)"""
     engine = create_engine(database_url, pool_size=6)
     rows, senders = TicketRows(engine), 6
     try:
-        send_together(
-            rows, str(uuid.uuid4()), senders
-        )  # every sender's connection opened: they start together
+        # A first round opens every sender's connection, so the rounds below start together.
+        send_together(rows, str(uuid.uuid4()), senders)
         for _ in range(25):
             owner = str(uuid.uuid4())
             assert sorted(send_together(rows, owner, senders)) == [False] * (senders - 1) + [True]
@@ -154,8 +153,7 @@ def test_the_quota_function_counts_as_the_repository_does(postgres_url) -> None:
             counted = bytes_in_use(session, owner)
         with engine.begin() as connection:
             function = connection.execute(text("SELECT upload_bytes_in_use(:o)"), {"o": owner}).scalar_one()
-        assert (
-            counted == function == 1000 + 2000 + 3000 + 40
-        )  # in flight: declared sizes; ready: bytes stored
+        # In flight (pending, uploaded, processing): their declared sizes; ready: the bytes stored.
+        assert counted == function == 1000 + 2000 + 3000 + 40
     finally:
         engine.dispose()
