@@ -21,7 +21,20 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, bindparam, case, create_engine, event, func, insert, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Engine,
+    Insert,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 
@@ -76,7 +89,7 @@ _IN_USE_LOCKED = func.upload_bytes_in_use(bindparam("owner_id"), type_=BigIntege
 _INSERT = insert(_UPLOADS)
 
 
-def _insert_within_quota(in_use: Any) -> Any:
+def _insert_within_quota(in_use: ColumnElement[Any]) -> Insert:
     """INSERT ... SELECT the row's values WHERE `in_use` + requested <= quota. RETURNING: a row back if
     inserted (rowcount is not reported for INSERT ... SELECT)."""
     values = select(*(bindparam(name, type_=_UPLOADS.c[name].type) for name in COLUMNS))
@@ -117,7 +130,7 @@ class TicketRows:
 class _DriverStatements:
     """The Core statements compiled for psycopg once, run on a pool of autocommit connections."""
 
-    def __init__(self, engine: Engine, within_quota: Any) -> None:
+    def __init__(self, engine: Engine, within_quota: Insert) -> None:
         import psycopg
 
         self._driver_error = psycopg.Error
