@@ -168,28 +168,41 @@ class Stack:
         return children_of(self.server.pid)
 
 
-def start_stack(
-    server_kind: str, workdir: Path, threads: int | None = None, workers: int = DEFAULT_WORKERS
-) -> Stack:
+def create_schema(run: str) -> str:
+    """A PostgreSQL schema of this run, migrated; dropped by `drop_schema`."""
     from sqlalchemy import create_engine, text
 
-    from app.devstack.local_s3 import local_credentials_env
-    from app.devstack.processes import free_port
     from app.migrate import upgrade
 
-    run = uuid.uuid4().hex[:8]
     schema = f"bench_tickets_{run}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
-    database_url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    upgrade(database_url)
-    port = free_port()
-    env = {
-        **os.environ,
+    upgrade(schema_url(schema))
+    return schema
+
+
+def schema_url(schema: str) -> str:
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+def drop_schema(schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def service_env(run: str, schema: str) -> dict[str, str]:
+    """The service's settings for a run: every feature a ticket pays for switched on."""
+    from app.devstack.local_s3 import local_credentials_env
+
+    return {
         **local_credentials_env(),
-        "BROKER_DATABASE_URL": database_url,
+        "BROKER_DATABASE_URL": schema_url(schema),
         "BROKER_REDIS_URL": REDIS_URL,
         "BROKER_REDIS_NAMESPACE": f"bench-tickets-{run}",
         "BROKER_S3_BUCKET": "bench-tickets",
@@ -197,8 +210,29 @@ def start_stack(
         "BROKER_TICKET_RATE_LIMIT": RATE_LIMIT,
         "BROKER_STORAGE_QUOTA_BYTES": str(QUOTA_BYTES),
         "BROKER_LOG_LEVEL": "INFO",
-        "BROKER_HTTP_SERVER": server_kind,
     }
+
+
+def delete_redis_keys(namespace: str, user_prefix: str) -> None:
+    from redis import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    for pattern in (f"{namespace}:*", f"*{user_prefix}-*"):
+        keys = list(redis.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            redis.delete(*keys[start : start + 500])
+    redis.close()
+
+
+def start_stack(
+    server_kind: str, workdir: Path, threads: int | None = None, workers: int = DEFAULT_WORKERS
+) -> Stack:
+    from app.devstack.processes import free_port
+
+    run = uuid.uuid4().hex[:8]
+    schema = create_schema(run)
+    port = free_port()
+    env = {**os.environ, **service_env(run, schema), "BROKER_HTTP_SERVER": server_kind}
     env.pop("GUNICORN_CMD_ARGS", None)
     env.pop("GUNICORN_CONFIG", None)
     if threads is not None:
@@ -231,9 +265,6 @@ def _wait_until_up(stack: Stack, timeout: float = 30.0) -> None:
 
 
 def stop_stack(stack: Stack) -> None:
-    from redis import Redis
-    from sqlalchemy import create_engine, text
-
     if stack.server.poll() is None:
         os.killpg(stack.server.pid, signal.SIGTERM)
         try:
@@ -241,16 +272,8 @@ def stop_stack(stack: Stack) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(stack.server.pid, signal.SIGKILL)
             stack.server.wait()
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{stack.schema}" CASCADE'))
-    admin.dispose()
-    redis = Redis.from_url(REDIS_URL)
-    for pattern in (f"{stack.namespace}:*", f"*{stack.user_prefix}-*"):
-        keys = list(redis.scan_iter(match=pattern, count=1000))
-        for start in range(0, len(keys), 500):
-            redis.delete(*keys[start : start + 500])
-    redis.close()
+    drop_schema(stack.schema)
+    delete_redis_keys(stack.namespace, stack.user_prefix)
 
 
 def user_tokens(prefix: str) -> list[str]:
