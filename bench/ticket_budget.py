@@ -118,8 +118,8 @@ def run(calls: int, repeats: int, user_prefix: str, log: TextIO) -> list[Cost]:
     def row(i: int) -> None:
         record_upload(services(), pending_row(users[i % USERS]), SIZE, QUOTA_BYTES)
 
-    # The view's own calls need the app context a request has; the requests must not run inside one (a
-    # pushed context would outlive each request and keep its resources).
+    # The view's own calls need the app context a request has. The requests must not run inside a pushed
+    # one: each would share it (and what it holds) instead of getting its own, as under a server.
     contestants: dict[str, tuple[Callable[[int], None], bool]] = {
         "GET /healthz": (healthz, False),
         "POST /v1/uploads": (ticket, False),
