@@ -2,23 +2,33 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Every package, pinned (`make lock` renews the pins): a fresh clone installs what the last lock tested.
+PIP_INSTALL := $(BIN)/pip install --quiet -c constraints.txt
 
-.PHONY: dev test lint bench install npm-projects cloud-local
+.PHONY: dev test lint bench install npm-projects cloud-local lock
 
 # The npm projects of the repo (the demo page, the typed client); each has `npm run build`.
 NPM_PROJECTS := $(wildcard web/package.json clients/typescript/package.json)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP_INSTALL) pip
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP_INSTALL) -e '.[test]'
 	touch $@ $(VENV)/.installed-dev
+
+# Renew constraints.txt: resolve pyproject.toml's dependencies afresh (every extra) in a scratch venv.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip && .venv-lock/bin/pip install --quiet -e '.[test,bench]'
+	{ sed -n '1,2p' constraints.txt; echo "pip==$$(.venv-lock/bin/pip --version | cut -d' ' -f2)"; \
+	  .venv-lock/bin/pip freeze --exclude-editable; } > constraints.new && mv constraints.new constraints.txt
+	rm -rf .venv-lock
 
 install: $(VENV)/.installed-dev
 
@@ -50,7 +60,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.installed-test
-	$(BIN)/pip install --quiet -e '.[bench]'
+	$(PIP_INSTALL) -e '.[bench]'
 	$(BIN)/python -m bench.images
 	$(BIN)/python -m bench.hostile
 	@command -v ffmpeg >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
@@ -59,5 +69,5 @@ bench: $(VENV)/.installed-test
 
 # The CloudFormation template deployed into a moto server of its own (no AWS account): prints every resource.
 cloud-local: $(VENV)/.installed-dev
-	$(BIN)/pip install --quiet -e '.[infra]'
+	$(PIP_INSTALL) -e '.[infra]'
 	$(BIN)/python infra/cloudformation/local_cloud.py $(PARAMETERS)

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
     pdf_cpu_seconds: int = Field(default=30, ge=1)
     pdf_memory_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024 * 1024)
     pdf_max_pages: int = Field(default=500, ge=1)
+    # A 500-page tagged document has a few tens of thousands of objects; beyond this, `too_complex`.
+    pdf_max_objects: int = Field(default=100_000, ge=100)
     # Attempts one sandbox process serves, each under the limits above, before a new one replaces it
     # (`workers/sandbox_host.py`): a fresh process costs a 12 MP photo ~50 ms of CPU on top of its ~130 ms.
     # A process that refused a file, crashed or breached a limit never serves another. 1: a fresh process

@@ -139,6 +139,9 @@ def settings(local_s3: LocalS3, redis_url: str, stack_database_url: str) -> Sett
         sns_topic_arn=create_topic(local_s3, bucket),
         sns_cert_endpoint_url=local_s3.moto_url,
         job_retry_intervals=(1, 1),
+        # A video attempt's deadline (twice this, plus 5 s) stays under the tests' own timeout: a stuck
+        # child fails its test with a stack instead of holding the run for an hour.
+        video_cpu_seconds=120,
     )
 
 

@@ -1,10 +1,11 @@
 """Run one processing attempt in a child process under hard, OS-enforced limits.
 
-Decoders (Pillow's, and later FFmpeg's and a PDF parser's) are the classic attack surface: a hostile file can
-make a decoder spin for hours or allocate gigabytes. No decoder can be trusted to be fast, so the attempt runs
-in a forked child with:
+Decoders (Pillow's, FFmpeg's, a PDF parser's) are the classic attack surface: a hostile file can make a
+decoder spin for hours or allocate gigabytes. No decoder can be trusted to be fast, so the attempt runs in a
+child process with:
 
-- `RLIMIT_CPU`: the kernel sends SIGXCPU at the soft limit and SIGKILL a second later;
+- a CPU budget: `ITIMER_PROF` (CPU time of every thread) whose SIGPROF ends the child at the budget, and
+  `RLIMIT_CPU` a second later as the kernel's backstop (SIGXCPU, then SIGKILL);
 - `RLIMIT_DATA`: a budget of private writable memory (heap, anonymous mappings, thread stacks) on top of what
   the child inherited at fork. Allocation beyond it fails, which Python and Pillow turn into `MemoryError`.
   (`RLIMIT_AS` would also count glibc's 64 MiB per-thread arena reservations and every shared library.)
@@ -12,8 +13,14 @@ in a forked child with:
 - `PR_SET_PDEATHSIG`: the child is killed when its parent dies, so stopping a worker (or `broker dev`) never
   leaves a decoder running on its own.
 
+**Where children come from.** Never from the worker itself: FFmpeg, libvips and glibc keep threads and locks
+that a fork does not copy. Children are forked by the fork server (`workers.forkserver`), a fresh interpreter
+that imports the processing modules and never decodes anything.
+
 A breach is a verdict on the content, hence a `Rejected`: `too_complex` for CPU or wall time,
-`too_large_to_process` for memory, `corrupt` when the decoder crashes on the bytes. The child sends back a
+`too_large_to_process` for memory the child measured itself (a `MemoryError` at its own `RLIMIT_DATA`),
+`corrupt` when the decoder crashes on the bytes. A SIGKILL from outside (the host's OOM killer, a container
+limit, an operator) says nothing about the file: it is a crash, and the job retries. The child sends back a
 small JSON document through a pipe (the function's JSON-able result, or the rejection), never a pickle: the
 parent must not deserialise objects built while parsing untrusted input. Big outputs go to files the function
 writes in the work directory.
@@ -21,7 +28,6 @@ writes in the work directory.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import faulthandler
 import json
@@ -32,9 +38,10 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.forkserver import SERVER
 
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # mallopt(): one malloc arena per thread would waste the budget on reservations
@@ -67,34 +74,31 @@ def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
 
     Raises `Rejected` for a rejection raised by `func` and for a breached limit; `ProcessingCrashed` when the
     child ends otherwise (the job may then retry). Always a fresh child: `workers.sandbox_host.run_attempt`
-    is what processors call, which honours `limits.attempts_per_process`.
+    is what processors call, which honours `limits.attempts_per_process`. `func` must be a module-level
+    function and `args` must pickle: both go to the child through the fork server.
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_fd)
-        _child(func, args, limits, write_fd)
-    os.close(write_fd)
+    answers, answer_end = os.pipe()
     try:
-        payload, timed_out = _read_until(read_fd, time.monotonic() + limits.deadline_seconds)
+        child = SERVER.spawn(_child, (func, args, limits), (answer_end,))
+    finally:
+        os.close(answer_end)
+    try:
+        payload, timed_out = _read_until(answers, time.monotonic() + limits.deadline_seconds)
     except BaseException:
         # The job itself is being stopped (its timeout, a cold shutdown) while the child runs: the worker
         # process lives on, so the child's death signal will not fire; end it here.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        child.kill()
         raise
     finally:
-        os.close(read_fd)
+        os.close(answers)
     if timed_out:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    if timed_out:
+        child.kill()
         raise Rejected(
             RejectionCode.TOO_COMPLEX, f"processing took longer than {limits.deadline_seconds:.0f} s"
         )
-    return verdict(payload, status, usage.ru_utime + usage.ru_stime, limits)
+    exitcode = child.wait()
+    answer = json.loads(payload) if payload else None
+    return verdict(answer, exitcode if exitcode is not None else 70, limits)
 
 
 def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
@@ -113,63 +117,81 @@ def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
         chunks.append(chunk)
 
 
-def verdict(payload: bytes, status: int, cpu_seconds: float | None, limits: ProcessLimits) -> Any:
-    """The attempt's result from the child's answer, else from how it ended (`status`, and the CPU it used
-    when that is the attempt's alone)."""
-    if payload:
-        answer = json.loads(payload)
+def verdict(answer: dict[str, Any] | None, exitcode: int, limits: ProcessLimits) -> Any:
+    """The attempt's result from the child's (decoded) answer, else from how it ended (`exitcode` as
+    `workers.forkserver` gives it: the exit status, or minus the signal that ended it)."""
+    if answer is not None:
         if "result" in answer:
             return answer["result"]
         raise Rejected(RejectionCode(answer["code"]), answer["message"])
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        # SIGXCPU / SIGKILL: RLIMIT_CPU of a fresh child; SIGPROF: the per-attempt CPU timer of a host.
-        at_cpu_limit = cpu_seconds is not None and cpu_seconds >= limits.cpu_seconds - 0.5
-        if sig in (signal.SIGXCPU, signal.SIGPROF) or (sig == signal.SIGKILL and at_cpu_limit):
+    if exitcode < 0:
+        sig = signal.Signals(-exitcode)
+        # SIGPROF: the attempt's own CPU timer; SIGXCPU: RLIMIT_CPU, its backstop.
+        if sig in (signal.SIGXCPU, signal.SIGPROF):
             raise Rejected(
                 RejectionCode.TOO_COMPLEX, f"processing needs more than {limits.cpu_seconds} s of CPU"
             )
-        if sig == signal.SIGKILL:  # not the CPU limit: the kernel's OOM killer
-            raise Rejected(RejectionCode.TOO_LARGE_TO_PROCESS, "processing ran out of memory")
         if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT):
-            raise Rejected(
-                RejectionCode.CORRUPT, f"the decoder crashed on this file ({signal.Signals(sig).name})"
-            )
-        raise ProcessingCrashed(f"processing was stopped by {signal.Signals(sig).name}")
-    raise ProcessingCrashed(f"processing exited with status {os.WEXITSTATUS(status)} and no answer")
+            raise Rejected(RejectionCode.CORRUPT, f"the decoder crashed on this file ({sig.name})")
+        # SIGKILL included: no limit of the child's sends it (its memory limit is a MemoryError it reports),
+        # so it came from outside (the host's OOM killer, a container limit, an operator): not a verdict.
+        raise ProcessingCrashed(f"processing was stopped by {sig.name} from outside its limits")
+    raise ProcessingCrashed(f"processing exited with status {exitcode} and no answer")
 
 
-def _child(func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits, fd: int) -> None:
-    answer: dict[str, Any] = {}
-    code = 70
+def _child(fds: list[int], func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits) -> None:
+    (fd,) = fds
+    out_of_memory = memory_answer(limits)  # encoded now: once memory is exhausted, nothing can be built
+    data, code = b"", 70
     try:
         confine(limits)
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 1))
-        answer, code = answer_for(func, args, limits)
-    finally:
-        _answer_and_exit(answer, code, fd)
-
-
-def answer_for(
-    func: Callable[..., Any], args: tuple[Any, ...], limits: ProcessLimits
-) -> tuple[dict[str, Any], int]:
-    """Run the attempt here; (the JSON answer for the parent, 0), or ({}, 70) for an error that is not a
-    verdict on the content (the parent classifies it by the exit status)."""
-    try:
-        return {"result": func(*args)}, 0
-    except Rejected as rejected:
-        return {"code": rejected.code.value, "message": rejected.message}, 0
+        signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
+        backstop = limits.cpu_seconds + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (backstop, backstop + 1))
+        data, code, _ = answer_for(func, args, out_of_memory)
     except MemoryError:
-        budget = limits.memory_bytes // (1024 * 1024)
-        message = f"processing needs more than {budget} MiB of memory"
-        return {"code": RejectionCode.TOO_LARGE_TO_PROCESS.value, "message": message}, 0
-    except BaseException:  # nothing is logged from a sandbox
-        return {}, 70
+        data, code = out_of_memory, 0
+    except BaseException:
+        data, code = b"", 70
+    finally:
+        _answer_and_exit(data, code, fd)
 
 
-def _answer_and_exit(answer: dict[str, Any], code: int, fd: int) -> None:
+def memory_answer(limits: ProcessLimits) -> bytes:
+    """The encoded answer for an attempt that hit its memory budget."""
+    budget = limits.memory_bytes // (1024 * 1024)
+    message = f"processing needs more than {budget} MiB of memory"
+    return json.dumps({"code": RejectionCode.TOO_LARGE_TO_PROCESS.value, "message": message}).encode()
+
+
+class Answer(NamedTuple):
+    """What an attempt sends back: encoded JSON (empty for none), the exit status that goes with it, and
+    whether it is a result (not a refusal)."""
+
+    data: bytes
+    code: int
+    result: bool = False
+
+
+def answer_for(func: Callable[..., Any], args: tuple[Any, ...], out_of_memory: bytes) -> Answer:
+    """Run the attempt here: its encoded answer with status 0, or no answer and 70 for an error that is not
+    a verdict on the content (the parent classifies it by the exit status). A `MemoryError` anywhere, even
+    while the answer is encoded, answers the pre-encoded `out_of_memory`."""
     try:
-        write_all(fd, (json.dumps(answer).encode() if answer else b"")[:RESULT_LIMIT])
+        try:
+            return Answer(json.dumps({"result": func(*args)}).encode()[:RESULT_LIMIT], 0, result=True)
+        except Rejected as rejected:
+            refusal = {"code": rejected.code.value, "message": rejected.message}
+            return Answer(json.dumps(refusal).encode()[:RESULT_LIMIT], 0)
+    except MemoryError:
+        return Answer(out_of_memory, 0)
+    except BaseException:  # nothing is logged from a sandbox
+        return Answer(b"", 70)
+
+
+def _answer_and_exit(data: bytes, code: int, fd: int) -> None:
+    try:
+        write_all(fd, data)
     finally:
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
 

@@ -10,7 +10,10 @@ What each attempt still gets, enforced by the kernel:
 - **CPU**: a per-attempt `ITIMER_PROF` (CPU time of the whole process, every thread) whose signal is left at
   its default action, so the host dies at the budget however the decoder spins;
 - **memory**: `RLIMIT_DATA` of the host = what it inherited + the kind's budget, as for a fresh child;
-- the parent's **wall-clock deadline**, and **death with the parent** (`PR_SET_PDEATHSIG`).
+- the parent's **wall-clock deadline**, and **death with the parent** (`PR_SET_PDEATHSIG`: a host is a child of
+  the fork server, which ends with the worker).
+
+Hosts come from the same fork server as fresh children (`workers.sandbox`), never from a fork of the worker.
 
 A host serves at most `ProcessLimits.attempts_per_process` attempts, then exits; it also exits after any
 attempt that did not end with a result (a rejection, a crash, a breach: the file may have been hostile, so
@@ -20,13 +23,12 @@ back). The price of reuse, stated plainly: a decoder exploit that leaves no trac
 observe the next attempts of the same host; `BROKER_SANDBOX_ATTEMPTS_PER_PROCESS=1` restores a fresh process
 per attempt.
 
-The parent sends each request as a pickle (it is the trusted side) and reads back only length-prefixed JSON,
-as from a fresh child.
+The parent sends each request as a pickle (it is the trusted side) and reads back only length-prefixed JSON:
+`{"retiring": ..., "answer": <what a fresh child would send>}`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import logging
@@ -41,12 +43,14 @@ from collections.abc import Callable
 from typing import Any
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.forkserver import SERVER
 from workers.sandbox import (
-    RESULT_LIMIT,
+    Answer,
     ProcessingCrashed,
     ProcessLimits,
     answer_for,
     confine,
+    memory_answer,
     private_memory,
     run_limited,
     verdict,
@@ -70,13 +74,18 @@ class SandboxHost:
         self.limits = limits
         self.attempts = 0  # sent to it
         self.ended: str | None = None  # why it is gone, once it is (for the log)
-        request_read, self._requests = os.pipe()
-        self._answers, answer_write = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the host: never returns
-            _serve(limits, request_read, answer_write)
-        os.close(request_read)
-        os.close(answer_write)
+        request_end, self._requests = os.pipe()
+        self._answers, answer_end = os.pipe()
+        try:
+            self._process = SERVER.spawn(_serve, (limits, IDLE_SECONDS), (request_end, answer_end))
+        except BaseException:
+            os.close(self._requests)
+            os.close(self._answers)
+            raise
+        finally:
+            os.close(request_end)
+            os.close(answer_end)
+        self.pid = self._process.pid
         self.alive = True
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -101,36 +110,34 @@ class SandboxHost:
                 RejectionCode.TOO_COMPLEX, f"processing took longer than {self.limits.deadline_seconds:.0f} s"
             )
         if payload is None:  # the host ended without answering
-            status = self._reap("ended")
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            exitcode = self._reap("ended")
+            if exitcode == 0:
                 self.ended = "idle"
                 raise HostRetired()  # it only exits 0 between attempts: this one was never read
-            self.ended = _ending(status)
-            return verdict(b"", status, None, self.limits)
-        retiring = json.loads(payload).get("retiring")
-        if retiring:
-            self._reap(retiring)
-        return verdict(payload, 0, None, self.limits)
+            self.ended = _ending(exitcode)
+            return verdict(None, exitcode, self.limits)
+        message = json.loads(payload)
+        if message["retiring"]:
+            self._reap(message["retiring"])
+        return verdict(message["answer"], 0, self.limits)
 
     def stop(self, reason: str = "stopped") -> None:
         if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+            self._process.kill()
             self._reap(reason)
 
     def _reap(self, reason: str) -> int:
-        """Wait for the host to end (it is ending or killed); its exit status."""
-        _, status = os.waitpid(self.pid, 0)
+        """Wait for the host to end (it is ending or killed); its exit code (minus the signal that ended it)."""
+        exitcode = self._process.kill() if self._process.wait(5) is None else self._process.wait()
         self.alive = False
         self.ended = reason
         os.close(self._requests)
         os.close(self._answers)
-        return status
+        return exitcode if exitcode is not None else 70
 
 
-def _ending(status: int) -> str:
-    code = os.waitstatus_to_exitcode(status)
-    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+def _ending(exitcode: int) -> str:
+    return f"killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exit status {exitcode}"
 
 
 _hosts: dict[ProcessLimits, SandboxHost] = {}
@@ -141,9 +148,8 @@ def run_attempt(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> 
     when `limits.attempts_per_process` is above 1, else in a fresh child. `func` must be a module-level
     function and `args` must pickle. Answers and raises as `sandbox.run_limited`.
 
-    Only the main thread uses hosts (a worker runs its jobs there): the kernel's parent-death signal follows
-    the thread that forked, so a host started by a thread that ends would die with that thread. Other threads
-    get a fresh child per attempt.
+    Only the main thread uses hosts (a worker runs its jobs there): a host serves one attempt at a time, and
+    the hosts are kept per process without a lock. Other threads get a fresh child per attempt.
     """
     if limits.attempts_per_process <= 1 or threading.current_thread() is not threading.main_thread():
         return run_limited(func, *args, limits=limits)
@@ -183,27 +189,29 @@ os.register_at_fork(after_in_child=_hosts.clear)
 # --- the host side ------------------------------------------------------------------------------------------
 
 
-def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
+def _serve(fds: list[int], limits: ProcessLimits, idle_seconds: float) -> None:
+    requests, answers = fds
+    out_of_memory = memory_answer(limits)  # encoded now: once memory is exhausted, nothing can be built
     code = 0
     try:
-        gc.freeze()  # the worker's objects stay as they are: no finaliser of theirs ever runs here
-        _close_inherited(keep=(requests, answers))
+        gc.freeze()  # what the fork server built stays as it is: no finaliser of its objects runs here
         confine(limits)
         signal.signal(signal.SIGPROF, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the worker to handle
         grown_limit = private_memory() + limits.memory_bytes // 2
         for attempt in range(1, limits.attempts_per_process + 1):
-            request = _read_request(requests)
+            request = _read_request(requests, idle_seconds)
             if request is None:
                 break
             func, args = pickle.loads(request)
             signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
-            answer, code = answer_for(func, args, limits)
+            answer = answer_for(func, args, out_of_memory)
             signal.setitimer(signal.ITIMER_PROF, 0)
-            if code:  # no answer: the parent reads the exit status
+            if answer.code:  # no answer: the parent reads the exit status
+                code = answer.code
                 break
             retiring = _retiring(answer, attempt == limits.attempts_per_process, grown_limit)
-            data = json.dumps(answer | {"retiring": retiring}).encode()[:RESULT_LIMIT]
+            data = b'{"retiring": %s, "answer": %s}' % (json.dumps(retiring).encode(), answer.data)
             write_all(answers, _HEADER.pack(len(data)) + data)
             if retiring:
                 break
@@ -213,9 +221,9 @@ def _serve(limits: ProcessLimits, requests: int, answers: int) -> None:
         os._exit(code)
 
 
-def _retiring(answer: dict[str, Any], last: bool, grown_limit: int) -> str | None:
+def _retiring(answer: Answer, last: bool, grown_limit: int) -> str | None:
     """Why the host exits after this answer, or None: it serves the next attempt."""
-    if "result" not in answer:
+    if not answer.result:
         return "refused"  # the file may have been hostile: nothing runs after it here
     if last:
         return "quota"
@@ -224,19 +232,9 @@ def _retiring(answer: dict[str, Any], last: bool, grown_limit: int) -> str | Non
     return None
 
 
-def _close_inherited(keep: tuple[int, ...]) -> None:
-    """Close every descriptor but stdio and `keep`: the worker's sockets must close when the worker closes
-    them, and another host's pipes must see their parent go."""
-    low = 3
-    for fd in sorted(keep):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-
-
-def _read_request(fd: int) -> bytes | None:
-    """The next request, or None when the worker closed the pipe or sent nothing for `IDLE_SECONDS`."""
-    ready, _, _ = select.select([fd], [], [], IDLE_SECONDS)
+def _read_request(fd: int, idle_seconds: float) -> bytes | None:
+    """The next request, or None when the worker closed the pipe or sent nothing for `idle_seconds`."""
+    ready, _, _ = select.select([fd], [], [], idle_seconds)
     if not ready:
         return None
     payload, _ = _read_message(fd, None)

@@ -18,15 +18,15 @@ from workers.processing.outputs import Processed
 SETTINGS = Settings()
 
 
-def _process(tmp_path: Path, data: bytes) -> Processed:
+def _process(tmp_path: Path, data: bytes, settings: Settings = SETTINGS) -> Processed:
     source = tmp_path / "source"
     source.write_bytes(data)
-    return pdf.process(source, "application/pdf", KINDS["document"], SETTINGS, tmp_path)
+    return pdf.process(source, "application/pdf", KINDS["document"], settings, tmp_path)
 
 
-def _refusal(tmp_path: Path, data: bytes) -> Rejected:
+def _refusal(tmp_path: Path, data: bytes, settings: Settings = SETTINGS) -> Rejected:
     with pytest.raises(Rejected) as refused:
-        _process(tmp_path, data)
+        _process(tmp_path, data, settings)
     return refused.value
 
 
@@ -128,9 +128,9 @@ def test_nesting_too_deep_is_too_complex(tmp_path: Path):
     assert _refusal(tmp_path, pdfs.deeply_nested(100_000)).code is RejectionCode.TOO_COMPLEX
 
 
-def test_too_many_objects_is_too_complex_before_they_are_parsed(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(pdf, "MAX_OBJECTS", 1000)  # the child is forked: it inherits the patch
-    assert _process(tmp_path, pdfs.object_flood(990)).pages == 1
+def test_too_many_objects_is_too_complex_before_they_are_parsed(tmp_path: Path):
+    settings = SETTINGS.model_copy(update={"pdf_max_objects": 1000})
+    assert _process(tmp_path, pdfs.object_flood(990), settings).pages == 1
     started = time.monotonic()
-    assert _refusal(tmp_path, pdfs.object_flood(1000)).code is RejectionCode.TOO_COMPLEX
+    assert _refusal(tmp_path, pdfs.object_flood(1000), settings).code is RejectionCode.TOO_COMPLEX
     assert time.monotonic() - started < 2

@@ -60,6 +60,24 @@ def _crash(sig: int) -> None:
     os.kill(os.getpid(), sig)
 
 
+def _convert_a_frame() -> list[int]:
+    import av
+    from PIL import Image
+
+    frame = av.VideoFrame.from_image(Image.new("RGB", (64, 48))).reformat(format="yuv420p")
+    return list(frame.to_image().size)
+
+
+def test_a_child_converts_frames_after_the_worker_did(attempts: int):
+    """FFmpeg's swscale keeps per-thread helper threads: a frame converted here before a plain fork left the
+    child's first conversion waiting forever. Children come from the fork server, which never decodes."""
+    import av
+    from PIL import Image
+
+    av.VideoFrame.from_image(Image.new("RGB", (64, 48))).reformat(format="yuv420p")  # as tests/videos.py does
+    assert run_attempt(_convert_a_frame, limits=limits(attempts, wall=30)) == [64, 48]
+
+
 def test_the_result_comes_back_as_json(attempts: int):
     assert run_attempt(_add, 2, 3, limits=limits(attempts)) == {"sum": 5}
 
@@ -102,6 +120,13 @@ def test_a_decoder_crash_is_corrupt_and_another_death_is_not_a_verdict(attempts:
         run_attempt(_crash, signal.SIGTERM, limits=limits(attempts))
 
 
+def spin_recording_pid(pid_file: str) -> None:
+    """Write this process's pid to `pid_file`, then burn CPU until killed."""
+    Path(pid_file).write_text(str(os.getpid()))
+    while True:
+        pass
+
+
 def _state(pid: int) -> str | None:
     """The process's state letter, or None once it is gone."""
     try:
@@ -115,18 +140,12 @@ def test_the_child_dies_with_its_parent(tmp_path: Path, attempts: int):
     pid_file = tmp_path / "child.pid"
     script = textwrap.dedent(
         f"""
-        import os, time
-        from pathlib import Path
+        from tests.unit.test_sandbox import spin_recording_pid
         from workers.sandbox import ProcessLimits
         from workers.sandbox_host import run_attempt
 
-        def work():
-            Path({str(pid_file)!r}).write_text(str(os.getpid()))
-            while True:
-                pass
-
         limits = ProcessLimits(120, 64 * 1024 * 1024, attempts_per_process={attempts})
-        run_attempt(work, limits=limits)
+        run_attempt(spin_recording_pid, {str(pid_file)!r}, limits=limits)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])

@@ -126,14 +126,13 @@ def test_an_idle_host_exits_and_the_next_attempt_starts_a_new_one(
     monkeypatch.setattr(sandbox_host, "IDLE_SECONDS", 0.3)
     first = run_attempt(_pid, limits=limits())
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{first}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+    while Path(f"/proc/{first}").exists():  # the fork server reaps it as soon as it exits
         assert time.monotonic() < deadline, "the idle host did not exit"
         time.sleep(0.05)
     caplog.set_level(logging.INFO, logger="workers.sandbox_host")
     second = run_attempt(_pid, limits=limits())  # sent to the exited host first: resent to a new one
     assert second != first
     assert _starts(caplog)[-1] == {"pid": second, "previous_pid": first, "previous_ended": "idle"}
-    assert not Path(f"/proc/{first}").exists()  # reaped, not left a zombie
 
 
 def test_the_host_holds_none_of_the_workers_descriptors(tmp_path: Path):
@@ -150,7 +149,7 @@ def test_the_host_holds_none_of_the_workers_descriptors(tmp_path: Path):
 
 
 def test_another_thread_gets_a_fresh_child_and_the_host_lives_on():
-    """The parent-death signal follows the forking thread: a host must belong to the main thread."""
+    """A host serves one attempt at a time: it belongs to the main thread, where the worker runs jobs."""
     host = run_attempt(_pid, limits=limits())
     results: list[int] = []
     other = threading.Thread(target=lambda: results.append(run_attempt(_pid, limits=limits())))

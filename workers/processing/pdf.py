@@ -22,7 +22,7 @@
    click (`/OpenAction` or `/AA` URI and submit actions); embedded files (`/EmbeddedFiles`, a file
    specification's `/EF`, `/EmbeddedFile` streams, `/FileAttachment` annotations) and embedded media players
    (RichMedia, 3D, Movie, Sound: they hand embedded bytes to plugins with their own scripts).
-6. The inspection is bounded: at most `MAX_OBJECTS` objects and `MAX_NODES` values in them (`too_complex`);
+6. The inspection is bounded: at most `Settings.pdf_max_objects` objects and `MAX_NODES` values in them (`too_complex`);
    object references are never followed (each object is inspected once, on its own), so cycles cost nothing;
    nesting too deep for the parser is `too_complex` too. The sandbox's CPU and memory limits bound the rest.
 """
@@ -64,6 +64,7 @@ from workers.sandbox_host import run_attempt
 _HEADER_WINDOW = _TRAILER_WINDOW = 1024
 # A 500-page tagged document (one structure element per paragraph) has a few tens of thousands of objects;
 # 100,000 tiny ones take pypdf ~2.5 s and ~125 MB to parse, well inside the 30 s and 256 MiB of the PDF limits.
+# The default of `Settings.pdf_max_objects`.
 MAX_OBJECTS = 100_000
 # Values inspected across all objects (dictionary entries and array items): ~1 µs each.
 MAX_NODES = 5_000_000
@@ -104,10 +105,11 @@ _CONTROL_AND_SPACE = re.compile(r"[\x00-\x20\x7f]")  # what browsers strip from 
 @dataclass(frozen=True)
 class PdfRules:
     max_pages: int = 500
+    max_objects: int = MAX_OBJECTS
 
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
-    rules = PdfRules(max_pages=settings.pdf_max_pages)
+    rules = PdfRules(max_pages=settings.pdf_max_pages, max_objects=settings.pdf_max_objects)
     limits = ProcessLimits(
         cpu_seconds=settings.pdf_cpu_seconds,
         memory_bytes=settings.pdf_memory_bytes,
@@ -143,9 +145,7 @@ def inspect_pdf(source: Path, workdir: Path, rules: PdfRules) -> dict[str, Any]:
 
 def _check(data: bytes, rules: PdfRules) -> int:
     """The page count of a PDF that passes rules 2-6; raises `Rejected` otherwise."""
-    found = _object_headers(data)
-    if len(found) > MAX_OBJECTS:  # before pypdf reads every header the xref lists
-        raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {MAX_OBJECTS} objects")
+    found = _object_headers(data, rules.max_objects)  # before pypdf reads every header the xref lists
     reader = PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         raise Rejected(RejectionCode.PDF_ENCRYPTED, "encrypted PDFs are not accepted")
@@ -158,7 +158,7 @@ def _check(data: bytes, rules: PdfRules) -> int:
     declared = page_tree.get("/Count")
     if isinstance(declared, NumberObject) and int(declared) > rules.max_pages:
         raise Rejected(RejectionCode.PDF_TOO_MANY_PAGES, f"{int(declared)} pages, at most {rules.max_pages}")
-    _inspect_all_objects(reader, data, found)
+    _inspect_all_objects(reader, data, found, rules.max_objects)
     pages = len(reader.pages)
     if pages > rules.max_pages:
         raise Rejected(RejectionCode.PDF_TOO_MANY_PAGES, f"{pages} pages, at most {rules.max_pages}")
@@ -182,14 +182,15 @@ def _place(source: Path, output: Path) -> None:
 class _Budget:
     """Counts objects and values inspected; beyond either limit the file is `too_complex`."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_objects: int) -> None:
+        self.max_objects = max_objects
         self.objects = 0
         self.nodes = 0
 
     def object(self) -> None:
         self.objects += 1
-        if self.objects > MAX_OBJECTS:
-            raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {MAX_OBJECTS} objects")
+        if self.objects > self.max_objects:
+            raise too_many_objects(self.max_objects)
 
     def values(self, count: int) -> None:
         self.nodes += count
@@ -197,7 +198,13 @@ class _Budget:
             raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {MAX_NODES} values")
 
 
-def _inspect_all_objects(reader: PdfReader, data: bytes, found: list[tuple[int, int, int, int]]) -> None:
+def too_many_objects(limit: int) -> Rejected:
+    return Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {limit} objects")
+
+
+def _inspect_all_objects(
+    reader: PdfReader, data: bytes, found: list[tuple[int, int, int, int]], max_objects: int
+) -> None:
     """Rule 5 on every object: listed in the xref, `found` by scanning the bytes, packed in an object stream."""
     # A snapshot: pypdf adds to its table the objects it finds by searching when a reference is followed.
     listed = {
@@ -206,9 +213,9 @@ def _inspect_all_objects(reader: PdfReader, data: bytes, found: list[tuple[int, 
         for number, offset in table.items()
         if not reader.xref_free_entry.get(generation, {}).get(number, False)
     }
-    if len(listed) + len(reader.xref_objStm) > MAX_OBJECTS:
-        raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {MAX_OBJECTS} objects")
-    budget = _Budget()
+    if len(listed) + len(reader.xref_objStm) > max_objects:
+        raise too_many_objects(max_objects)
+    budget = _Budget(max_objects)
     _inspect(reader.trailer, budget)
     streams: dict[int, StreamObject] = {}  # object streams by number
     listed_streams: set[int] = set()
@@ -238,13 +245,17 @@ def _inspect_all_objects(reader: PdfReader, data: bytes, found: list[tuple[int, 
             _inspect(reader.get_object(IndirectObject(number, 0, reader)), budget)
 
 
-def _object_headers(data: bytes) -> list[tuple[int, int, int, int]]:
-    """(number, generation, start, end) of every `N G obj` header in `data` (`end`: where the object starts)."""
+def _object_headers(data: bytes, limit: int) -> list[tuple[int, int, int, int]]:
+    """(number, generation, start, end) of every `N G obj` header in `data` (`end`: where the object starts).
+    Counted as they are found: the scan stops at the first header beyond `limit` (`too_complex`), so a file
+    of millions of headers costs no more than `limit` of them."""
     headers = []
     for keyword in _KEYWORD.finditer(data):
         at = keyword.start()
         numbers = _NUMBERS.search(data, max(0, at - _NUMBERS_WINDOW), at)
         if numbers is not None:
+            if len(headers) == limit:
+                raise too_many_objects(limit)
             headers.append((int(numbers[1]), int(numbers[2]), numbers.start(), keyword.end()))
     return headers
 
