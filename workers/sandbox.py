@@ -28,6 +28,7 @@ writes in the work directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import json
@@ -123,6 +124,8 @@ def verdict(answer: dict[str, Any] | None, exitcode: int, limits: ProcessLimits)
     if answer is not None:
         if "result" in answer:
             return answer["result"]
+        if "crash" in answer:  # an exception no table makes a verdict (`workers.processing.failures`)
+            raise ProcessingCrashed(f"processing raised {answer['crash']}")
         raise Rejected(RejectionCode(answer["code"]), answer["message"])
     if exitcode < 0:
         sig = signal.Signals(-exitcode)
@@ -174,8 +177,8 @@ class Answer(NamedTuple):
 
 
 def answer_for(func: Callable[..., Any], args: tuple[Any, ...], out_of_memory: bytes) -> Answer:
-    """Run the attempt here: its encoded answer with status 0, or no answer and 70 for an error that is not
-    a verdict on the content (the parent classifies it by the exit status). A `MemoryError` anywhere, even
+    """Run the attempt here: its encoded answer with status 0, or, with 70, the name of an exception that is
+    not a verdict on the content (a crash: the job retries). A `MemoryError` anywhere, even
     while the answer is encoded, answers the pre-encoded `out_of_memory`."""
     try:
         try:
@@ -185,7 +188,10 @@ def answer_for(func: Callable[..., Any], args: tuple[Any, ...], out_of_memory: b
             return Answer(json.dumps(refusal).encode()[:RESULT_LIMIT], 0)
     except MemoryError:
         return Answer(out_of_memory, 0)
-    except BaseException:  # nothing is logged from a sandbox
+    except BaseException as error:  # nothing is logged from a sandbox: the parent logs what it is told
+        with contextlib.suppress(BaseException):
+            crash = {"crash": f"{type(error).__module__}.{type(error).__qualname__}: {error}"[:2000]}
+            return Answer(json.dumps(crash).encode(), 70)
         return Answer(b"", 70)
 
 

@@ -119,6 +119,8 @@ class SandboxHost:
         message = json.loads(payload)
         if message["retiring"]:
             self._reap(message["retiring"])
+        if message["answer"] is None:
+            raise ProcessingCrashed("processing ended with an error and no answer")
         return verdict(message["answer"], 0, self.limits)
 
     def stop(self, reason: str = "stopped") -> None:
@@ -207,7 +209,9 @@ def _serve(fds: list[int], limits: ProcessLimits, idle_seconds: float) -> None:
             signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
             answer = answer_for(func, args, out_of_memory)
             signal.setitimer(signal.ITIMER_PROF, 0)
-            if answer.code:  # no answer: the parent reads the exit status
+            if answer.code:  # a crash: the parent is told what was raised, and this host ends
+                data = b'{"retiring": "crashed", "answer": %s}' % (answer.data or b"null")
+                write_all(answers, _HEADER.pack(len(data)) + data)
                 code = answer.code
                 break
             retiring = _retiring(answer, attempt == limits.attempts_per_process, grown_limit)

@@ -165,3 +165,13 @@ def test_the_child_dies_with_its_parent(tmp_path: Path, attempts: int):
     finally:
         parent.kill()
         parent.wait(10)
+
+
+def _raise_unlisted() -> None:
+    raise NotImplementedError("an /Encrypt /V 99 handler")
+
+
+def test_an_exception_no_table_judges_is_a_crash_that_names_it(attempts: int):
+    with pytest.raises(ProcessingCrashed) as crashed:
+        run_attempt(_raise_unlisted, limits=limits(attempts))
+    assert "NotImplementedError: an /Encrypt /V 99 handler" in str(crashed.value)
