@@ -83,27 +83,29 @@ class Storage:
         # which `PostSigner` signs with.
         self.session = boto3.session.Session()
         self._post_signer: PostSigner | None = None
+        self._probe: Any = None  # the readiness check's client (`check`)
         # Signs what clients get (presigned URLs name its endpoint); makes no requests of its own.
         self.presigner: Any = self._client(settings.s3_endpoint_url)
         internal = settings.s3_internal_endpoint_url
+        own_endpoint = internal if internal and internal != settings.s3_endpoint_url else None
         # The broker's own requests: objects, multipart bookkeeping, clean-up, readiness.
-        self.client: Any = (
-            self._client(internal) if internal and internal != settings.s3_endpoint_url else self.presigner
-        )
+        self.client: Any = self._client(own_endpoint) if own_endpoint else self.presigner
+        self._own_endpoint = own_endpoint or settings.s3_endpoint_url
 
-    def _client(self, endpoint_url: str | None) -> Any:
+    def _client(self, endpoint_url: str | None, overrides: Config | None = None) -> Any:
+        config = Config(
+            signature_version="s3v4",
+            # A custom endpoint (MinIO, the local stack) serves buckets by path, not by host name.
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
+            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=5,
+            read_timeout=60,
+        )
         return self.session.client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=self.region,
-            config=Config(
-                signature_version="s3v4",
-                # A custom endpoint (MinIO, the local stack) serves buckets by path, not by host name.
-                s3={"addressing_style": "path" if endpoint_url else "auto"},
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=5,
-                read_timeout=60,
-            ),
+            config=config.merge(overrides) if overrides else config,
         )
 
     def bucket_of(self, key: str) -> str:
@@ -322,7 +324,15 @@ class Storage:
             )
         return refused
 
-    def check(self) -> None:
-        """Raise unless the bucket answers (readiness)."""
+    def check(self, timeout_seconds: float = 1.0) -> None:
+        """Raise unless the bucket answers within `timeout_seconds` (readiness): a client of its own, with no
+        retries, so a stalled store is reported as down at once instead of after minutes of retries."""
+        if self._probe is None:
+            self._probe = self._client(
+                self._own_endpoint,
+                Config(
+                    connect_timeout=timeout_seconds, read_timeout=timeout_seconds, retries={"max_attempts": 1}
+                ),
+            )
         for bucket in dict.fromkeys((self.bucket, self.public_bucket)):
-            self.client.head_bucket(Bucket=bucket)
+            self._probe.head_bucket(Bucket=bucket)

@@ -106,3 +106,39 @@ def test_a_worker_logs_every_step_as_json_with_upload_key_stage_and_outcome(alic
     assert rejected["code"] == "type_mismatch"
     assert rejected["level"] == "WARNING"
     assert alice.status(good).json()["status"] == "ready"
+
+
+def test_readiness_answers_within_its_deadline_while_redis_and_s3_stall(serve_with, tmp_path):
+    """A SIGSTOPped Redis and an S3 that accepts connections but never answers: `/readyz` says which, fast."""
+    import os
+    import signal
+    import socket
+    import time
+
+    from app.devstack.redis_server import start_redis
+
+    redis_url, redis_process = start_redis(tmp_path)
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never reads: every request stalls
+    stalled = serve_with(
+        redis_url=redis_url, s3_internal_endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}"
+    )
+    try:
+        os.kill(redis_process.process.pid, signal.SIGSTOP)
+        for _ in range(3):  # again and again during the outage: each answer as fast, no thread piles up
+            started = time.monotonic()
+            ready = requests.get(f"{stalled.url}/readyz", timeout=30)
+            assert time.monotonic() - started < 3.5
+            assert ready.status_code == 503
+            checks = ready.json()["checks"]
+            assert checks["database"] == "ok"
+            assert checks["redis"] in ("timeout", "error: TimeoutError")
+            assert checks["s3"] in ("timeout", "error: ReadTimeoutError", "error: ConnectTimeoutError")
+        os.kill(redis_process.process.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while requests.get(f"{stalled.url}/readyz", timeout=30).json()["checks"]["redis"] != "ok":
+            assert time.monotonic() < deadline, "Redis never reported back after SIGCONT"
+            time.sleep(0.2)
+    finally:
+        os.kill(redis_process.process.pid, signal.SIGCONT)
+        redis_process.stop()
+        silent.close()
