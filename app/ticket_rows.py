@@ -11,7 +11,8 @@ On PostgreSQL the statement is compiled once per process and run straight on the
 autocommit connections of its own: no per-request compile or result machinery, no BEGIN/COMMIT, no rollback
 when a connection goes back to the pool, no pre-ping. That takes a ticket's row from ~380 to ~130 µs of the
 API's CPU (psycopg prepares the statement server-side after a few runs). A connection that dropped (a
-PostgreSQL restart) is discarded and the INSERT retried once on a fresh one. Other databases (SQLite under
+PostgreSQL restart) discards the whole pool (a restart killed every pooled connection) and the INSERT is
+retried once on a fresh one. Other databases (SQLite under
 `broker dev`) run the same Core statement through SQLAlchemy.
 """
 
@@ -179,6 +180,9 @@ class _DriverStatements:
             return cursor.fetchone() is not None if cursor.description else True
         except self._operational_error:
             connection.invalidate()
+            # A restart of PostgreSQL kills every pooled connection, not only this one: retrying on the next
+            # pooled (dead) one would answer 503 until each had been tried in turn. Start a fresh pool.
+            self._engine.dispose()
             raise
         finally:
             connection.close()

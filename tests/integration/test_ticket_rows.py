@@ -134,6 +134,39 @@ def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(postgres_url
         engine.dispose()
 
 
+def test_after_a_restart_kills_every_pooled_connection_the_next_tickets_all_pass(postgres_url) -> None:
+    """A PostgreSQL restart leaves the pool full of dead connections: not one ticket after it may fail."""
+    engine = create_engine(postgres_url)
+    rows, owner = TicketRows(engine), str(uuid.uuid4())
+    try:
+        with engine.connect() as blocker:  # four tickets wait on the table's lock, each on its own connection
+            blocker.execute(text("LOCK TABLE uploads IN EXCLUSIVE MODE"))
+            waiting = [
+                threading.Thread(target=rows.insert, args=(ticket_row(owner, size), size, None))
+                for size in (1, 2, 3, 4)
+            ]
+            for thread in waiting:
+                thread.start()
+            blocker.commit()
+        for thread in waiting:
+            thread.join(30)
+        with engine.connect() as admin:
+            terminated = admin.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": APPLICATION_NAME},
+            ).scalar_one()
+        assert terminated >= 4
+        for size in (5, 6, 7, 8):  # each one the pool hands a dead connection first
+            assert rows.insert(ticket_row(owner, size), size, quota=None)
+        assert [size for _, size, _ in stored(engine, owner)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    finally:
+        rows.dispose()
+        engine.dispose()
+
+
 @pytest.mark.skipif(not postgres_available(), reason="needs the PostgreSQL server the CI job provides")
 def test_the_quota_function_counts_as_the_repository_does(postgres_url) -> None:
     """`upload_bytes_in_use` (migration 0007) and `repository.bytes_in_use` hold the same rule, twice."""
