@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rq import SimpleWorker
 from sqlalchemy import create_engine, text
 
 from app import create_app
@@ -32,6 +31,7 @@ from app.migrate import upgrade
 from app.services import Services
 from tests.support import BrokerClient, ServedApp
 from workers import context
+from workers.worker import InProcessWorker
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MACHINE_REDIS = "redis://127.0.0.1:6379/13"  # a database of its own; each session also has its own queue
@@ -201,7 +201,7 @@ def drain(services: Services):
     """Run every queued job to completion with a real RQ worker (in this process, burst mode)."""
 
     def run() -> None:
-        worker = SimpleWorker(services.processing_queues, connection=services.redis)
+        worker = InProcessWorker(services.processing_queues, connection=services.redis)
         worker.work(burst=True, with_scheduler=False)
 
     return run

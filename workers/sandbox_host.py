@@ -200,12 +200,16 @@ def _serve(fds: list[int], limits: ProcessLimits, idle_seconds: float) -> None:
         confine(limits)
         signal.signal(signal.SIGPROF, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the worker to handle
-        grown_limit = private_memory() + limits.memory_bytes // 2
+        grown_limit: int | None = None
         for attempt in range(1, limits.attempts_per_process + 1):
             request = _read_request(requests, idle_seconds)
             if request is None:
                 break
             func, args = pickle.loads(request)
+            if (
+                grown_limit is None
+            ):  # measured once the first attempt's code is imported: growth beyond is heap
+                grown_limit = private_memory() + limits.memory_bytes // 2
             signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
             answer = answer_for(func, args, out_of_memory)
             signal.setitimer(signal.ITIMER_PROF, 0)

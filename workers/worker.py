@@ -50,6 +50,7 @@ _STUCK_GRACE_SECONDS = 60  # beyond the job timeout, as RQ's horse monitor allow
 # A worker's key lives for minutes (`worker_ttl` + 60 s) and RQ beats well before it runs out; a beat that
 # would extend it by less than this is not worth a round trip.
 _BEAT_SLACK_SECONDS = 1.0
+_COMMAND_POLL_SECONDS = 1.0
 
 
 class InProcessWorker(SimpleWorker):
@@ -60,6 +61,16 @@ class InProcessWorker(SimpleWorker):
         self._beats: _Heartbeats | None = None
         self._cold_shutdown = False
         self._key_alive_until = 0.0  # monotonic: when the worker's key expires, as the last beat set it
+
+    def subscribe(self) -> None:
+        # RQ's command channel (`rq` stop/kill commands) is read by a thread that waits 60 s per poll, and
+        # redis-py (8.x) joins that thread when the worker stops: every stop took up to a minute. A 1 s poll
+        # costs one idle round trip per second and makes a stop prompt.
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=_COMMAND_POLL_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         timeout = timeout or self.worker_ttl + 60
