@@ -86,7 +86,7 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
     from workers.context import use_services
     from workers.lifecycle import JOB_HEARTBEAT_SECONDS
     from workers.sandbox_host import stop_hosts
-    from workers.worker import InProcessWorker
+    from workers.worker import InProcessWorker, work_through_outages
 
     configure_logging()
     services = Services(get_settings())
@@ -95,11 +95,14 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
     # every job. A short job heartbeat, so a job whose worker is killed is known abandoned within a minute
     # and re-run by the recover sweep (`workers.lifecycle.JOB_HEARTBEAT_SECONDS`).
     queues = [Queue(name, connection=services.redis) for name in queue_names] or services.processing_queues
-    rq_worker = InProcessWorker(
-        queues, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
-    )
+
+    def make_worker(name: str | None) -> InProcessWorker:
+        return InProcessWorker(
+            queues, name=name, connection=services.redis, job_monitoring_interval=JOB_HEARTBEAT_SECONDS
+        )
+
     try:
-        rq_worker.work(burst=burst, with_scheduler=with_scheduler)
+        work_through_outages(make_worker, burst, with_scheduler)
     finally:
         stop_hosts()  # they would die with this process anyway; stopped here, they are reaped and counted
 

@@ -5,14 +5,20 @@ and `reconcile` on the upload queue at their intervals (and once at start), and 
 them. `broker cleanup-temp` and `broker reconcile` call the same functions in-process, so a sweep run by hand
 is exactly the scheduled one.
 
-Run one scheduler per deployment: RQ's CronScheduler does not elect a leader, so two would enqueue every
-sweep twice. That would waste work, not corrupt anything — the sweeps are idempotent, and a Redis lock per
-sweep makes an overlapping run (a second scheduler, a slow run, a hand-run during a scheduled one) skip.
+Several schedulers may run (one per host, for availability): RQ's CronScheduler elects no leader, so each
+holds a lease in Redis (`LEASE_SECONDS`, renewed on every pass) and only the holder enqueues; another takes
+over within a lease once the holder is gone. The sweeps are idempotent anyway, and a Redis lock per sweep
+makes an overlapping run (a slow run, a hand-run during a scheduled one) skip.
+
+The scheduler outlives Redis outages: a stalled or restarting Redis makes it wait with backoff and try
+again (logged once when the outage begins and once when it ends), never exit. It keeps its name, and
+registers again when Redis has lost its registration.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,12 +26,14 @@ from typing import Any
 
 from redis.exceptions import LockError
 from rq.cron import CronJob, CronScheduler
+from rq.exceptions import StopRequested
 
 from app.config import Settings
 from app.queueing import redis_connection
 from app.services import Services
 from workers import cleanup, lifecycle
 from workers.context import current_services
+from workers.outage import REDIS_DOWN, Outage
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +105,66 @@ def register_sweeps(scheduler: CronScheduler, queue_name: str) -> list[CronJob]:
 
 def run_scheduler(settings: Settings) -> None:
     """Run RQ's cron scheduler with the sweeps until SIGTERM/SIGINT (it unregisters itself on the way out)."""
-    scheduler = CronScheduler(connection=redis_connection(settings))
+    scheduler = LeasedCronScheduler(f"{settings.redis_namespace}:scheduler:lease", redis_connection(settings))
     register_sweeps(scheduler, settings.queue_name)
     scheduler.start()
+
+
+LEASE_SECONDS = 90  # longer than the longest pass (RQ sleeps at most 60 s between passes)
+_FOLLOWER_PASS_SECONDS = 10  # how often a scheduler without the lease looks whether it is free
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and 1 or 0
+"""
+
+
+class LeasedCronScheduler(CronScheduler):
+    """RQ's cron scheduler, enqueueing only while it holds the lease, and living through Redis outages."""
+
+    def __init__(self, lease_key: str, connection: Any) -> None:
+        super().__init__(connection=connection)
+        self.lease_key = lease_key
+        self._renew = connection.register_script(_RENEW)
+        self._registered = False
+        self._outage = Outage("scheduler", "Redis", log)
+
+    def holds_lease(self) -> bool:
+        """Take the lease if it is free, renew it if it is ours; whether it is ours now."""
+        return bool(self._renew(keys=[self.lease_key], args=[self.name, LEASE_SECONDS]))
+
+    def start(self) -> None:
+        self.log.info("CronScheduler %s: starting...", self.name)
+        self._install_signal_handlers()
+        try:
+            while True:
+                time.sleep(self._pass())
+        except (KeyboardInterrupt, StopRequested):
+            self.log.info("CronScheduler %s: stop requested", self.name)
+        finally:
+            with suppress(*REDIS_DOWN):
+                self.register_death()
+                self.connection.eval(_RELEASE, 1, self.lease_key, self.name)
+            self.log.info("CronScheduler %s: shutdown complete", self.name)
+
+    def _pass(self) -> float:
+        """One pass: enqueue what is due (as the leader) and beat; the seconds until the next pass."""
+        try:
+            if not self._registered:
+                self.register_birth()
+                self._registered = True
+            leading = self.holds_lease()
+            if leading and self.enqueue_jobs():
+                self.save()
+            self.heartbeat()
+        except REDIS_DOWN as error:
+            return self._outage.failed(error)
+        self._outage.recovered()
+        if not leading:
+            return _FOLLOWER_PASS_SECONDS
+        return self.calculate_sleep_interval()
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 @contextmanager

@@ -28,10 +28,12 @@ That takes a job's Redis round trips in RQ from ~20 to ~10.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -43,6 +45,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker.base import BaseWorker, WorkerStatus
+
+from workers.outage import REDIS_DOWN, Outage
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +85,26 @@ class InProcessWorker(SimpleWorker):
             return
         else:
             with self.connection.pipeline(transaction=False) as own:
+                own.hexists(self.key, "birth")
                 super().heartbeat(timeout, pipeline=own)
-                own.execute()
+                registered = own.execute()[0]
+            if not registered:
+                self._register_again()
         self._key_alive_until = alive_until
+
+    def _register_again(self) -> None:
+        """Redis lost this worker's registration (it restarted empty): without it, a working worker would be
+        invisible (`broker_workers` 0, `broker queues`) until it restarted. Same name, same state."""
+        log.warning(
+            "Redis had lost this worker's registration; registered again",
+            extra={"stage": "worker", "worker": self.name},
+        )
+        self.connection.delete(self.key)  # the beat's own field, on a key with no birth
+        self.register_birth()
+
+    @property
+    def stop_was_requested(self) -> bool:
+        return self._shutdown_requested_date is not None or self._stop_requested
 
     def set_state(self, state: str, pipeline: Pipeline | None = None) -> None:
         if pipeline is None and state == self.get_state():
@@ -172,3 +193,41 @@ class _Heartbeats(threading.Thread):
         self._stopped.set()
         with self._lock:
             pass
+
+
+def work_through_outages(
+    make_worker: Callable[[str | None], InProcessWorker], burst: bool, scheduler: bool
+) -> None:
+    """Run a worker until it is asked to stop, whatever Redis does meanwhile.
+
+    RQ's loop quits on a Redis error it does not expect (a timeout, or a connection lost while a job's result
+    is written): the process would exit and stay gone. Here a loop that ended without a stop request starts
+    again, under the same name, once Redis answers; the job it was finishing is recovered by the recover sweep
+    (its registry entry expires with its heartbeats). `make_worker(name)` builds the worker (None: a new name).
+    """
+    outage = Outage("worker", "Redis", log)
+    name: str | None = None
+    while True:
+        rq_worker = make_worker(name)
+        name = rq_worker.name
+        with contextlib.suppress(*REDIS_DOWN):  # its teardown's own writes, when Redis is what went
+            rq_worker.work(burst=burst, with_scheduler=scheduler)
+        if burst or rq_worker.stop_was_requested:
+            return
+        log.warning(
+            "worker loop ended on an error; starting it again", extra={"stage": "worker", "worker": name}
+        )
+        _wait_for_redis(rq_worker, outage)
+        with contextlib.suppress(*REDIS_DOWN):
+            rq_worker.register_death()  # the stale registration, so the same name may register again
+
+
+def _wait_for_redis(rq_worker: InProcessWorker, outage: Outage) -> None:
+    while True:
+        try:
+            rq_worker.connection.ping()
+        except REDIS_DOWN as error:
+            time.sleep(outage.failed(error))
+            continue
+        outage.recovered()
+        return
