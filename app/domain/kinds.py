@@ -11,6 +11,7 @@ from enum import StrEnum
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+FULL_HD = 1920 * 1080  # pixels in a 1080p frame
 
 
 class Visibility(StrEnum):
@@ -50,6 +51,10 @@ class MediaKind:
     staff_only: bool = False
     # Videos longer than this are refused (`video_too_long`): a workout recording, not a film.
     max_duration_seconds: int | None = None
+    # What a video may cost to process: pixels per frame x seconds, each frame counted as 1/30 s (so 60 fps
+    # costs twice 30 fps, as it does in CPU). Over it: `too_complex`. A 10 KB file can declare 10 minutes of 4K;
+    # this bounds what any upload of the kind can buy, checked from the sample table and again per packet.
+    max_video_pixel_seconds: int | None = None
     # Kinds whose processing is not built yet are refused at the ticket, so nothing waits forever.
     enabled: bool = True
 
@@ -66,6 +71,8 @@ KINDS: dict[str, MediaKind] = {
             Visibility.PRIVATE,
             ("workout_id",),
             max_duration_seconds=10 * 60,
+            # The duration limit at the iPhone's default 1080p30 (~3.5 CPU-minutes on one core); 4K for 2.5 min.
+            max_video_pixel_seconds=FULL_HD * 10 * 60,
         ),
         MediaKind("food_image", IMAGE_TYPES, 10 * MiB, Visibility.PUBLIC),
         MediaKind(
@@ -76,6 +83,8 @@ KINDS: dict[str, MediaKind] = {
             ("exercise_id",),
             staff_only=True,
             max_duration_seconds=5 * 60,
+            # Staff record demos in 4K as often as not: 5 minutes of 1080p30, or 75 s of 4K30.
+            max_video_pixel_seconds=FULL_HD * 5 * 60,
         ),
         MediaKind("document", PDF_TYPES, 20 * MiB, Visibility.PRIVATE, ("document_id",)),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +43,32 @@ def _packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in container.demux(video=0) if p.size]
 
 
+def _pictures(path: Path) -> list[list[bytes]]:
+    """Each video packet's NAL units but SEI (which the main file drops): the coded pictures themselves."""
+
+    def picture_units(packet: bytes) -> list[bytes]:
+        return [u for u in videos.nal_units(packet) if u[0] & 0x1F != 6]
+
+    return [picture_units(packet) for packet in _packets(path)]
+
+
+def _timestamps(path: Path) -> list[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return [(p.pts, p.dts) for p in container.demux(video=0) if p.size]
+
+
+def _frame_count(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def _assert_muxable(path: Path) -> None:
+    """Decode times strictly increasing, none after its presentation time: what the MP4 format requires."""
+    times = _timestamps(path)
+    assert all(pts >= dts for pts, dts in times), times
+    assert all(a[1] < b[1] for a, b in itertools.pairwise(times)), times
+
+
 def _first_frame(path: Path) -> av.VideoFrame:
     with av.open(str(path)) as container:
         return next(container.decode(video=0))
@@ -74,7 +101,7 @@ def test_small_h264_is_remuxed_and_loses_its_location(tmp_path: Path):
     )  # fmt: skip
     assert set(processed.variants) == {"poster"}  # H.264 at most 1280 px plays everywhere: no 720p
     assert processed.duration_seconds == pytest.approx(1.5, abs=0.1)
-    assert _packets(main.path) == _packets(source)  # copied, not re-encoded
+    assert _pictures(main.path) == _pictures(source)  # copied, not re-encoded
     assert _streams(main.path) == {"video": "h264", "audio": "aac"}
     _assert_faststart(main.path)
     data = main.path.read_bytes()
@@ -240,3 +267,118 @@ def test_a_cpu_limit_breach_is_too_complex(tmp_path: Path):
     with pytest.raises(Rejected) as refused:
         process(source, "video/mp4", KINDS["workout_video"], Settings(video_cpu_seconds=1), tmp_path)
     assert refused.value.code is RejectionCode.TOO_COMPLEX
+
+
+# --- what real phones record ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["libx265", "libx264"])
+def test_an_iphone_clip_read_back_with_pts_before_dts_is_copied_with_valid_times(tmp_path: Path, codec: str):
+    source = videos.reordered_short_clip(tmp_path / "hdr.mov", codec)
+    assert any(pts < dts for pts, dts in _timestamps(source))  # what made the muxer raise "pts < dts"
+
+    processed = _run(source, tmp_path)
+
+    main = processed.main.path
+    assert processed.codecs == ("hevc+aac" if codec == "libx265" else "h264+aac")  # still copied
+    _assert_muxable(main)
+    assert _frame_count(main) == 5
+    assert [pts for pts, _ in _timestamps(main)] == [pts for pts, _ in _timestamps(source)]  # shown as before
+
+
+def test_a_first_sample_of_duration_zero_is_copied(tmp_path: Path):
+    source = videos.zero_first_sample_duration(tmp_path / "zero.mp4")
+    dts = [dts for _, dts in _timestamps(source)]
+    assert dts[0] == dts[1]  # two packets decoded at one time
+
+    processed = _run(source, tmp_path)
+
+    assert processed.codecs == "h264+aac"
+    _assert_muxable(processed.main.path)
+    assert _frame_count(processed.main.path) == 30
+
+
+def test_packets_no_shift_can_mend_are_encoded_instead_of_copied(tmp_path: Path):
+    source = videos.late_negative_offset(tmp_path / "late.mov")
+
+    processed = _run(source, tmp_path)
+
+    assert processed.codecs == "h264"  # the main file encoded from the decoded frames
+    assert (processed.main.width, processed.main.height) == (320, 240)
+    _assert_muxable(processed.main.path)
+    assert _frame_count(processed.main.path) == 60
+    assert _is_upright(_first_frame(processed.main.path).to_image())
+
+
+def test_mp3_changing_rate_and_channels_midway_is_resampled_to_aac(tmp_path: Path):
+    source = videos.mp3_changing_format(tmp_path / "concat.mov")
+
+    processed = _run(source, tmp_path)
+
+    assert processed.codecs == "h264+aac"
+    with av.open(str(processed.main.path)) as container:
+        sound = container.streams.audio[0]
+        frames = list(container.decode(sound))
+    assert {(f.sample_rate, f.layout.name) for f in frames} == {(44_100, "mono")}  # the first format
+    assert sum(f.samples for f in frames) / 44_100 == pytest.approx(1.0, abs=0.1)  # nothing lost or doubled
+
+
+def test_a_codec_ffmpeg_does_not_know_is_refused_by_its_name(tmp_path: Path):
+    source = videos.unknown_codec(videos.clip(tmp_path / "clip.mp4"), tmp_path / "dolby-av1.mp4")
+    with pytest.raises(Rejected) as refused:
+        _run(source, tmp_path)
+    assert refused.value.code is RejectionCode.UNSUPPORTED_CODEC
+    assert "dav1" in refused.value.message
+
+
+@pytest.mark.parametrize("codec", ["libx264", "libx265"])
+def test_a_location_in_sei_user_data_is_in_no_stored_file(tmp_path: Path, codec: str):
+    plain = videos.clip(tmp_path / "plain.mp4", codec=codec, size=(1600, 900), seconds=0.5, audio="aac")
+    source = videos.with_user_data_sei(plain, tmp_path / "sei.mp4", videos.LOCATION)
+    assert videos.LOCATION.encode() in source.read_bytes() and videos.sei_units(source)
+
+    processed = _run(source, tmp_path)
+
+    stored = [processed.main.path, processed.variants["720p"].path]
+    for path in stored:
+        data = path.read_bytes()
+        assert videos.LOCATION.encode() not in data and videos.LOCATION[:8].encode() not in data
+        assert b"x264 - core" not in data and b"x265 (build" not in data  # the encoders' own user data
+        assert videos.sei_units(path) == []
+    assert _frame_count(processed.main.path) == _frame_count(source)  # still every picture
+
+
+@pytest.mark.parametrize(("transfer", "signal"), [(18, 0.75), (16, 0.58)], ids=["hlg", "pq"])
+def test_the_720p_of_an_hdr_video_is_bt709_sdr(tmp_path: Path, transfer: int, signal: float):
+    # HDR reference white (HLG 75 %, PQ 58 %: 203 nits) should look white on an SDR phone, not grey.
+    source = videos.hdr_clip(tmp_path / "hdr.mp4", transfer, signal)
+
+    processed = _run(source, tmp_path)
+
+    frame = _first_frame(processed.variants["720p"].path)
+    context = (frame.color_primaries, frame.color_trc, frame.colorspace)
+    assert context == (1, 1, 1) and frame.format.name == "yuv420p"  # BT.709, 8-bit
+    grey = frame.to_image().getpixel((10, 10))[0]
+    naive = _first_frame(source).to_image().getpixel((10, 10))[0]
+    assert 220 <= grey <= 240, grey  # ~0.9 of SDR white (video_tonemap: reference white at 80 % linear)
+    assert naive < 200  # what a player without tone-mapping shows
+    assert _first_frame(processed.main.path).color_trc == transfer  # the main file is still HDR, copied
+
+
+def test_a_video_costing_more_than_its_budget_is_too_complex_before_decoding(tmp_path: Path):
+    # 45 frames of 320x240: 45 x 76,800 / 30 = 115,200 pixel-seconds.
+    source = videos.clip(tmp_path / "clip.mp4")
+    with pytest.raises(Rejected) as refused:
+        _run(source, tmp_path, VideoRules(max_pixel_seconds=100_000))
+    assert refused.value.code is RejectionCode.TOO_COMPLEX
+    assert "frames" in refused.value.message and "cost" in refused.value.message
+    assert _run(source, tmp_path, VideoRules(max_pixel_seconds=120_000)).duration_seconds == pytest.approx(
+        1.5
+    )
+
+
+def test_every_video_kind_declares_a_budget():
+    for kind in KINDS.values():
+        if kind.content_types & {"video/mp4"}:
+            assert kind.max_video_pixel_seconds, kind.name
+    assert KINDS["workout_video"].max_video_pixel_seconds >= 1920 * 1080 * 10 * 60  # 10 min of 1080p30

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import av.error
 from pypdf.errors import FileNotDecryptedError, LimitReachedError, PyPdfError
 
 from app.domain.rejections import Rejected, RejectionCode
@@ -57,8 +58,19 @@ PDF: tuple[Failure, ...] = (
     ),
 )
 
-# Videos (PyAV / FFmpeg).
-VIDEO: tuple[Failure, ...] = ()
+# Videos (PyAV / FFmpeg), around demuxing and decoding only: a muxer's or encoder's error is about what this
+# code wrote, never a verdict on the upload. FFmpeg says "invalid data" for bytes that do not parse and "end of
+# file" for a stream cut off mid-sample; "patch welcome" and "decoder not found" mean the bytes may be fine but
+# this build cannot play them. Other FFmpeg errors (EINVAL, EIO, "bug", "unknown") are not listed: they say
+# nothing certain about the file, so they stay crashes to retry, logged with the file's sha256.
+VIDEO: tuple[Failure, ...] = (
+    Failure(
+        (av.error.PatchWelcomeError, av.error.DecoderNotFoundError),
+        RejectionCode.UNSUPPORTED_CODEC,
+        "uses a feature this build cannot decode",
+    ),
+    Failure((av.error.InvalidDataError, av.error.EOFError), RejectionCode.CORRUPT, "does not decode"),
+)
 
 # Images (Pillow, pillow-heif, libvips' WebP loader).
 IMAGE: tuple[Failure, ...] = ()

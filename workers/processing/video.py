@@ -20,7 +20,7 @@ Sizes are recorded upright (a portrait phone video stores landscape frames and a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,9 @@ from app.config import Settings
 from app.domain.kinds import MediaKind
 from workers.processing.outputs import OutputFile, Processed
 from workers.processing.video_encode import Encoding
-from workers.processing.video_probe import open_source, probe
-from workers.processing.video_render import render, upright_picture
+from workers.processing.video_probe import Probe, open_source, probe
+from workers.processing.video_remux import NotRemuxable
+from workers.processing.video_render import PassLimits, Rendered, render, upright_picture
 from workers.sandbox import ProcessLimits
 from workers.sandbox_host import run_attempt
 from workers.stages.image import ImageRules, write_image
@@ -58,6 +59,8 @@ class VideoRules:
     # A frame larger than 3840x2160 in either orientation (4K UHD, the most phones record) is refused.
     max_width: int = 3840
     max_height: int = 2160
+    # Pixel-seconds one upload may cost (`MediaKind.max_video_pixel_seconds`); None: only the CPU limit.
+    max_pixel_seconds: float | None = None
     rendition_long_side: int = 1280
     poster: ImageRules = field(default_factory=ImageRules)
     preset: str = RENDITION_PRESET
@@ -69,36 +72,60 @@ class VideoRules:
 def process_video(source: Path, workdir: Path, rules: VideoRules) -> dict[str, Any]:
     """Probe the upload at `source` and write its outputs in `workdir`; the `Processed` as JSON.
 
-    Runs inside `workers.sandbox.run_limited`. Raises `Rejected` for content that must not be promoted.
+    Runs inside `workers.sandbox.run_limited`. Raises `Rejected` for content that must not be promoted. The
+    main file is a copy of the upload's packets; when the MP4 muxer refuses them even retimed
+    (`NotRemuxable`), a second pass encodes it instead.
     """
     max_frame = (rules.max_width, rules.max_height)
-    encoding = Encoding(rules.rendition_long_side, rules.preset, rules.crf, rules.x264_params, rules.threads)
-    with open_source(source, max_frame) as container:
-        probed = probe(
-            container, source.stat().st_size, rules.allowed_codecs, rules.max_duration_seconds, max_frame
-        )
-        rendered = render(container, probed, workdir, encoding, rules.max_duration_seconds, max_frame)
+    limits = PassLimits(rules.max_duration_seconds, max_frame, rules.max_pixel_seconds)
+    try:
+        probed, rendered = _one_pass(source, workdir, rules, limits, remux=True)
+    except NotRemuxable:
+        for half_written in workdir.glob("*.mp4"):
+            half_written.unlink()
+        probed, rendered = _one_pass(source, workdir, rules, limits, remux=False)
     poster = _write_poster(rendered.poster, workdir, rules.poster)
     variants = {"poster": poster}
     if rendered.rendition is not None:
         variants["720p"] = OutputFile(workdir / "720p.mp4", "video/mp4", "mp4", *rendered.rendition)
     main = OutputFile(workdir / "video.mp4", "video/mp4", "mp4", rendered.width, rendered.height)
-    # The main file's codecs: the video's, copied; its sound, if any, is AAC (copied or re-encoded).
-    codecs = probed.codec + ("+aac" if probed.audio is not None else "")
+    # The main file's codecs: the video's (copied or encoded); its sound, if any, is AAC (copied or encoded).
+    codecs = rendered.main_codec + ("+aac" if probed.audio is not None else "")
     return Processed(main, variants, duration_seconds=rendered.duration_seconds, codecs=codecs).to_json()
+
+
+def _one_pass(
+    source: Path, workdir: Path, rules: VideoRules, limits: PassLimits, remux: bool
+) -> tuple[Probe, Rendered]:
+    encoding = Encoding(rules.rendition_long_side, rules.preset, rules.crf, rules.x264_params, rules.threads)
+    with open_source(source, limits.max_frame) as container:
+        probed = probe(
+            container,
+            source.stat().st_size,
+            rules.allowed_codecs,
+            limits.max_seconds,
+            limits.max_frame,
+            limits.max_pixel_seconds,
+        )
+        return probed, render(container, probed, workdir, encoding, limits, remux)
+
+
+def rules_for(kind: MediaKind, settings: Settings) -> VideoRules:
+    """The kind's video rules: the settings' codecs, the kind's duration limit and processing budget."""
+    rules = VideoRules(allowed_codecs=frozenset(settings.video_codecs))
+    if kind.max_duration_seconds is not None:
+        rules = replace(rules, max_duration_seconds=kind.max_duration_seconds)
+    return replace(rules, max_pixel_seconds=kind.max_video_pixel_seconds)
 
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
     """The worker's entry point: `process_video` in a child process under the video limits."""
-    rules = VideoRules(allowed_codecs=frozenset(settings.video_codecs))
-    if kind.max_duration_seconds is not None:
-        rules = VideoRules(rules.allowed_codecs, max_duration_seconds=kind.max_duration_seconds)
     limits = ProcessLimits(
         cpu_seconds=settings.video_cpu_seconds,
         memory_bytes=settings.video_memory_bytes,
         attempts_per_process=settings.sandbox_attempts_per_process,
     )
-    result = run_attempt(process_video, source, workdir, rules, limits=limits)
+    result = run_attempt(process_video, source, workdir, rules_for(kind, settings), limits=limits)
     return Processed.from_json(result, workdir)
 
 

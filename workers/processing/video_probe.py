@@ -22,6 +22,8 @@ from av.stream import Stream
 from av.video.stream import VideoStream
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.processing.failures import VIDEO, judged
+from workers.processing.video_boxes import sample_entry_types
 
 # The top-level boxes an MP4 (ISO/IEC 14496-12) or QuickTime file can start with. Anything else is not the
 # declared type: Matroska/WebM starts with the EBML magic 1A 45 DF A3, a JPEG with FF D8.
@@ -30,6 +32,9 @@ _LEADING_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide"
 _DEMUXER = "mov"
 # What the phone apps record in; the 720p rendition carries AAC too. Other audio is re-encoded to AAC.
 AUDIO_COPIED = frozenset({"aac"})
+# The processing budget (`MediaKind.max_video_pixel_seconds`) counts every frame as 1/30 s of its pixels:
+# decoding and encoding cost per frame, whatever timestamps the file gives its frames.
+COST_FRAMES_PER_SECOND = 30
 
 
 @dataclass(frozen=True)
@@ -68,12 +73,8 @@ def open_source(source: Path, max_frame: tuple[int, int]) -> Iterator[InputConta
     """
     if not is_mp4(source):
         raise Rejected(RejectionCode.TYPE_MISMATCH, "not an MP4 or QuickTime file")
-    try:
+    with judged(VIDEO, "the MP4 container"):
         container = av.open(str(source), format=_DEMUXER, options=decoder_options(max_frame))
-    except av.error.MemoryError:
-        raise
-    except (av.FFmpegError, OSError) as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"the MP4 container does not open: {exc}") from exc
     try:
         yield container
     finally:
@@ -86,10 +87,13 @@ def probe(
     allowed_codecs: Iterable[str],
     max_seconds: float,
     max_frame: tuple[int, int],
+    max_pixel_seconds: float | None = None,
 ) -> Probe:
     """Check the headers against the rules; raises `Rejected` with the first rule broken."""
     video = _main_video(container)
-    codec = video.codec_context.name if video.codec_context else (video.name or "unknown")
+    codec = _codec_name(video, container)
+    if video.codec_context is None:
+        raise Rejected(RejectionCode.UNSUPPORTED_CODEC, f"{codec} video has no decoder in this build")
     if codec not in allowed_codecs:
         raise Rejected(RejectionCode.UNSUPPORTED_CODEC, f"{codec} video is not accepted")
     check_frame_size(video.width, video.height, max_frame)
@@ -100,7 +104,26 @@ def probe(
         raise Rejected(RejectionCode.VIDEO_TOO_LONG, f"{duration:.0f} s is over {max_seconds:.0f} s")
     if (end := _data_end(streams)) > file_size:
         raise Rejected(RejectionCode.CORRUPT, f"the file is truncated: samples end at byte {end:,}")
+    if max_pixel_seconds is not None:
+        frames = len(video.index_entries) or video.frames or round(duration * float(video.average_rate or 30))
+        check_cost(frames, video.width * video.height, max_pixel_seconds)
     return Probe(video, audio, codec, video.width, video.height, duration)
+
+
+def frame_cost(pixels: int) -> float:
+    """What decoding (and encoding) one frame of `pixels` costs, in pixel-seconds (`MediaKind`'s unit)."""
+    return pixels / COST_FRAMES_PER_SECOND
+
+
+def check_cost(frames: int, pixels: int, max_pixel_seconds: float) -> None:
+    """`too_complex` when `frames` frames of `pixels` pixels cost more than the kind allows."""
+    if frames * frame_cost(pixels) > max_pixel_seconds:
+        seconds_allowed = max_pixel_seconds / pixels
+        raise Rejected(
+            RejectionCode.TOO_COMPLEX,
+            f"{frames:,} frames of {pixels / 1e6:.1f} MP cost more to process than this kind allows "
+            f"(at this frame size: {seconds_allowed:.0f} s at {COST_FRAMES_PER_SECOND} fps)",
+        )
 
 
 def check_frame_size(width: int, height: int, max_frame: tuple[int, int]) -> None:
@@ -121,6 +144,14 @@ def _main_video(container: InputContainer) -> VideoStream:
     if not videos:
         raise Rejected(RejectionCode.NO_VIDEO_STREAM, "the file has no video track")
     return next((s for s in videos if s.disposition & av.stream.Disposition.default), videos[0])
+
+
+def _codec_name(video: VideoStream, container: InputContainer) -> str:
+    """The video's codec by its canonical name ("av1", not the decoder "libdav1d"); a codec FFmpeg does not
+    know (Dolby Vision AV1, `dav1`) by the four letters of its sample entry."""
+    if video.codec_context is not None:
+        return video.codec_context.codec.canonical_name
+    return sample_entry_types(container.name).get(video.index) or "unknown"
 
 
 def _main_audio(container: InputContainer) -> AudioStream | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -32,6 +32,7 @@ from av.video.frame import VideoFrame
 from PIL import Image
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.processing.failures import VIDEO, judged
 from workers.processing.video_encode import (
     AudioInput,
     Encoding,
@@ -41,9 +42,12 @@ from workers.processing.video_encode import (
     quarter_turns,
     upright_size,
 )
-from workers.processing.video_probe import Probe, check_frame_size, decoder_options
+from workers.processing.video_probe import Probe, check_cost, check_frame_size, decoder_options, frame_cost
 
 POSTER_SECONDS = 1.0
+# The most frames a second a phone records (iPhone slow motion): more frames than that per second of
+# timestamps count as time of their own.
+MAX_FPS = 240
 # Packets may end a little after the duration the headers claim (the last frame's own duration).
 _DURATION_SLACK_SECONDS = 1.0
 _UPRIGHT_TRANSPOSE = {
@@ -62,6 +66,17 @@ class Rendered:
     duration_seconds: float
     poster: VideoFrame  # as decoded: see `upright_picture`
     rendition: tuple[int, int] | None  # its size, when one was made
+    main_codec: str  # the source's when copied, "h264" when the main file had to be encoded
+
+
+@dataclass(frozen=True)
+class PassLimits:
+    """What one pass may read: the kind's duration, the frame size, the processing budget (pixel-seconds,
+    `MediaKind.max_video_pixel_seconds`; None: no budget)."""
+
+    max_seconds: float
+    max_frame: tuple[int, int]
+    max_pixel_seconds: float | None = None
 
 
 def render(
@@ -69,45 +84,66 @@ def render(
     probe: Probe,
     workdir: Path,
     encoding: Encoding,
-    max_seconds: float,
-    max_frame: tuple[int, int],
+    limits: PassLimits,
+    remux: bool = True,
 ) -> Rendered:
-    """Write `workdir/video.mp4` and, when the source needs one, `workdir/720p.mp4`; pick the poster."""
+    """Write `workdir/video.mp4` and, when the source needs one, `workdir/720p.mp4`; pick the poster.
+
+    `remux`: the main file copies the upload's packets (raises `NotRemuxable` if the muxer refuses them);
+    else it is encoded from the decoded frames at the source's size, like the rendition.
+    """
     needs_rendition = probe.codec != "h264" or max(probe.width, probe.height) > encoding.long_side
     decoder = probe.video.codec_context
     decoder.thread_type = "AUTO"  # frame threads: phone videos are rarely coded in slices
     decoder.thread_count = encoding.threads
-    decoder.options = decoder_options(max_frame)
-    clock = _Clock(max_seconds + _DURATION_SLACK_SECONDS)
+    decoder.options = decoder_options(limits.max_frame)
+    clock = _Clock(limits, probe.width * probe.height)
     poster = _PosterPicker()
-    audio_in = AudioInput(probe.audio)
-    main = Mp4Output(workdir / "video.mp4", probe.video, audio_in)
-    rendition = Rendition(workdir / "720p.mp4", probe.video, audio_in, encoding) if needs_rendition else None
-    outputs = [main] if rendition is None else [main, rendition.mp4]
+    audio_in = AudioInput(probe.audio, copy=remux)
+    encoders = []
+    if remux:
+        main = Mp4Output(workdir / "video.mp4", probe.video, audio_in, probe.codec)
+    else:
+        encoded_main = Rendition(workdir / "video.mp4", probe.video, audio_in, _full_size(encoding, probe))
+        main, encoders = encoded_main.mp4, [encoded_main]
+    if needs_rendition:
+        encoders.append(Rendition(workdir / "720p.mp4", probe.video, audio_in, encoding))
+    outputs = [main, *(e.mp4 for e in encoders if e.mp4 is not main)]
     rotation = 0
     streams = [probe.video] if probe.audio is None else [probe.video, probe.audio]
     try:
         for packet in _demux(container, streams):
-            clock.tick(packet)
+            clock.tick(packet, packet.stream is probe.video)
             if packet.stream is probe.video:
-                if rendition is not None or poster.wanted:
-                    rotation = _feed(decoder, packet, max_frame, poster, rendition, rotation)
-                main.mux_video(packet)
+                if encoders or poster.wanted:
+                    rotation = _feed(decoder, packet, limits.max_frame, poster, encoders, rotation)
+                if remux:
+                    main.mux_video(packet)
             else:
                 audio_in.feed(packet, outputs)
-        _feed(decoder, None, max_frame, poster, rendition, rotation)
+        _feed(decoder, None, limits.max_frame, poster, encoders, rotation)
+        if remux:
+            main.mux_video(None)
         audio_in.feed(None, outputs)
-        if rendition is not None:
-            rendition.finish()
-        main.container.close()
+        for encoder in encoders:
+            encoder.finish()
+        if remux:
+            main.close()
     except BaseException:
         for output in outputs:  # half-written files: the caller's work directory goes away with them
             with contextlib.suppress(Exception):
                 output.container.close()
         raise
     width, height = upright_size(probe.width, probe.height, rotation)
+    rendition = next((e for e in encoders if e.path.name == "720p.mp4"), None)
     size = rendition.size if rendition is not None else None
-    return Rendered(width, height, clock.seconds, poster.frame(), size)
+    main_codec = probe.codec if remux else "h264"
+    return Rendered(width, height, clock.seconds, poster.frame(), size, main_codec)
+
+
+def _full_size(encoding: Encoding, probe: Probe) -> Encoding:
+    """The rendition's encoding at the source's own size: the main file when it cannot be copied."""
+    return replace(encoding, long_side=max(probe.width, probe.height))
 
 
 def _feed(
@@ -115,7 +151,7 @@ def _feed(
     packet: Packet | None,
     max_frame: tuple[int, int],
     poster: _PosterPicker,
-    rendition: Rendition | None,
+    encoders: list[Rendition],
     rotation: int,
 ) -> int:
     """Decode `packet` (None: flush) and pass its frames on; returns the frames' rotation. (A function, so
@@ -124,42 +160,49 @@ def _feed(
         check_frame_size(frame.width, frame.height, max_frame)  # the codec may disagree with the headers
         rotation = quarter_turns(frame)
         poster.offer(frame)
-        if rendition is not None:
-            rendition.encode(frame)
+        for encoder in encoders:
+            encoder.encode(frame)
     return rotation
 
 
 def _demux(container: InputContainer, streams: list[Stream]) -> Iterator[Packet]:
-    """The packets of `streams` in file order (flush packets left out); a read error is `corrupt`."""
-    try:
+    """The packets of `streams` in file order (flush packets left out); read errors judged by the table."""
+    with judged(VIDEO, "the file"):
         for packet in container.demux(streams):
             if packet.dts is not None and packet.size:
                 yield packet
-    except av.error.MemoryError:
-        raise
-    except av.FFmpegError as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"the file does not read to its end: {exc}") from exc
 
 
 class _Clock:
-    """The span the packets cover: the measured duration, and `video_too_long` for a header that lied."""
+    """What the packets cover, counted as they come, whatever the headers said: the span of their timestamps
+    (the measured duration; past the kind's limit: `video_too_long`) and the frames' processing cost (past the
+    kind's budget: `too_complex`). A video frame counts for at least 1/`MAX_FPS` s, so frames crowded onto
+    one timestamp (sample durations of 0) still count as time."""
 
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
+    def __init__(self, limits: PassLimits, pixels: int) -> None:
+        self.limit = limits.max_seconds + _DURATION_SLACK_SECONDS
+        self.budget = limits.max_pixel_seconds
+        self.pixels = pixels
         self.start: float | None = None
         self.end = 0.0
+        self.frames = 0
 
-    def tick(self, packet: Packet) -> None:
+    def tick(self, packet: Packet, video: bool) -> None:
         base = packet.time_base
-        begin = float((packet.pts if packet.pts is not None else packet.dts) * base)
+        # Before 0: encoder priming (AAC's first 1,024 samples) an edit list hides; it is never shown.
+        begin = max(0.0, float((packet.pts if packet.pts is not None else packet.dts) * base))
         self.start = begin if self.start is None else min(self.start, begin)
         self.end = max(self.end, begin + float((packet.duration or 0) * base))
-        if self.end - self.start > self.limit:
+        if video:
+            self.frames += 1
+            if self.budget is not None and self.frames * frame_cost(self.pixels) > self.budget:
+                check_cost(self.frames, self.pixels, self.budget)
+        if self.seconds > self.limit:
             raise Rejected(RejectionCode.VIDEO_TOO_LONG, f"the packets go on past {self.limit:.0f} s")
 
     @property
     def seconds(self) -> float:
-        return round(self.end - (self.start or 0.0), 3)
+        return round(max(self.end - (self.start or 0.0), self.frames / MAX_FPS), 3)
 
 
 class _PosterPicker:
