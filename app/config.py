@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     # Local stack only: fetch certificates of allow-listed hosts from this endpoint (path kept), so the
     # signature is still verified against a real certificate.
     sns_cert_endpoint_url: str | None = None
+    sns_ca_bundle: str | None = None  # PEM roots SNS's signing certificate must chain to; unset = system's
 
     ticket_ttl_seconds: int = Field(default=600, ge=1, le=900)  # the contract: a ticket lives <= 15 min
     # Resumable (S3 multipart) uploads: above this size, or when the client asks. Each presigned part URL

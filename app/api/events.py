@@ -3,6 +3,12 @@
 Two senders: SNS (signed envelopes, verified against AWS's certificate) and direct webhooks such as MinIO's
 (a shared bearer token). Either way the answer is 2xx only once every record is durably handled, and 503 when
 the queue cannot take a job, so the sender retries instead of dropping the event.
+
+Records are checked one by one before the database sees them (`schemas.events.S3EventRecord`: lengths,
+characters, the decoded key). A record that fails is refused; the event's other records are still handled
+exactly as they would be alone (queued, duplicate or ignored), and the answer is then 422 `invalid_record`
+with every record's outcome, so the refusal is visible and nothing valid is dropped. A retry is safe: the
+handled records are duplicates by then.
 """
 
 from __future__ import annotations
@@ -11,21 +17,46 @@ import hmac
 import json
 import logging
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
 
 from app import metrics
 from app.api.context import services
 from app.api.errors import ApiError
-from app.events.sns import SnsRejectCode, SnsRejected
+from app.config import Settings
+from app.domain.errors import ErrorCode
+from app.events.sns import SnsRejectCode, SnsRejected, SnsTrust, SnsVerifier
 from app.intake import QueueUnavailable, accept_record
-from schemas.events import S3Event, SnsEnvelope
+from schemas.events import RawS3Event, S3EventRecord, SnsEnvelope
 
 bp = Blueprint("events", __name__, url_prefix="/v1/events")
 log = logging.getLogger(__name__)
 
 SNS_TYPE_HEADER = "x-amz-sns-message-type"
 RETRYABLE_SNS_CODES = frozenset({SnsRejectCode.CERT_UNAVAILABLE, SnsRejectCode.CONFIRMATION_FAILED})
+INVALID = "invalid"  # the outcome of a refused record
+_VERIFIER = "broker.sns_verifier"
+
+
+def sns_verifier(settings: Settings) -> SnsVerifier:
+    """The verifier the settings describe, trust store included (`BROKER_SNS_CA_BUNDLE`)."""
+    return SnsVerifier(
+        SnsTrust(
+            cert_hosts=settings.trusted_sns_cert_hosts,
+            topic_arns=(settings.sns_topic_arn,) if settings.sns_topic_arn else (),
+            cert_endpoint_url=settings.sns_cert_endpoint_url,
+            region=settings.s3_region,
+            ca_bundle=settings.sns_ca_bundle,
+        )
+    )
+
+
+def _verifier() -> SnsVerifier:
+    """One per app, so certificates (and refusals) stay cached across requests."""
+    extensions = current_app.extensions
+    if _VERIFIER not in extensions:
+        extensions[_VERIFIER] = sns_verifier(services().settings)
+    return extensions[_VERIFIER]  # type: ignore[no-any-return]
 
 
 @bp.post("/s3")
@@ -58,7 +89,7 @@ def _from_sns(message: dict[str, object]) -> Response:
         envelope = SnsEnvelope.model_validate(message)
     except ValidationError:
         raise ApiError(400, "invalid_sns_message", "body is not an SNS message") from None
-    verifier = services().sns
+    verifier = _verifier()
     try:
         if envelope.type == "SubscriptionConfirmation":
             verifier.confirm_subscription(message)
@@ -69,9 +100,9 @@ def _from_sns(message: dict[str, object]) -> Response:
         log.warning("sns message refused", extra={"code": rejected.code.value, "stage": "intake"})
         outcome = "unavailable" if rejected.code in RETRYABLE_SNS_CODES else "refused"
         metrics.events_received(services(), "sns", [outcome])
-        if rejected.code in RETRYABLE_SNS_CODES:  # our side could not check it: let SNS retry
-            raise ApiError(503, rejected.code.value, rejected.message, {"Retry-After": "5"}) from None
-        raise ApiError(403, rejected.code.value, rejected.message) from None
+        code = ErrorCode(rejected.code.value)
+        headers = {"Retry-After": "5"} if rejected.code in RETRYABLE_SNS_CODES else None  # SNS may retry
+        raise ApiError(code.status, code.value, rejected.message, headers) from None
     if envelope.type != "Notification":
         return jsonify({"accepted": 0})
     return _accept(_parse_event(envelope.message), source="sns")
@@ -89,23 +120,52 @@ def _require_webhook_token() -> None:
         raise ApiError(401, "unauthorized", "webhook token missing or wrong", {"WWW-Authenticate": "Bearer"})
 
 
-def _parse_event(body: str) -> S3Event:
+def _parse_event(body: str) -> RawS3Event:
     try:
-        return S3Event.model_validate_json(body)
+        return RawS3Event.model_validate_json(body)
     except ValidationError:
         raise ApiError(400, "invalid_event", "body is not an S3 event notification") from None
 
 
-def _accept(event: S3Event, source: str) -> Response:
+def _accept(event: RawS3Event, source: str) -> Response:
     if event.event == "s3:TestEvent":
         log.info("s3 test event acknowledged", extra={"source": source, "stage": "intake"})
         return jsonify({"accepted": 0, "outcomes": []})
+    outcomes: list[str] = []
+    refusals: list[str] = []
     try:
-        outcomes = [accept_record(services(), record, source) for record in event.records]
+        for index, raw in enumerate(event.records):
+            try:
+                record = S3EventRecord.model_validate(raw)
+            except ValidationError as error:
+                refusals.append(f"Records[{index}]: {_first_problem(error)}")
+                outcomes.append(INVALID)
+                continue
+            outcomes.append(accept_record(services(), record, source).value)
     except QueueUnavailable:
         metrics.events_received(services(), source, ["unavailable"])
         raise ApiError(
             503, "queue_unavailable", "cannot queue the upload now; retry", {"Retry-After": "5"}
         ) from None
-    metrics.events_received(services(), source, [outcome.value for outcome in outcomes])
-    return jsonify({"accepted": len(outcomes), "outcomes": [outcome.value for outcome in outcomes]})
+    metrics.events_received(services(), source, outcomes)
+    if refusals:
+        log.warning(
+            "event records refused",
+            extra={"source": source, "stage": "intake", "outcome": INVALID, "refused": refusals},
+        )
+        code = ErrorCode.INVALID_RECORD
+        handled = len(outcomes) - len(refusals)
+        message = f"{'; '.join(refusals)} (the other {handled} record(s) were handled)"
+        response = jsonify(
+            {"error": {"code": code.value, "message": message}, "accepted": handled, "outcomes": outcomes}
+        )
+        response.status_code = code.status
+        return response
+    return jsonify({"accepted": len(outcomes), "outcomes": outcomes})
+
+
+def _first_problem(error: ValidationError) -> str:
+    """Where and what, without echoing the (possibly 200 KB, possibly binary) value back."""
+    item = error.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in item["loc"]) or "record"
+    return f"{where}: {item['msg']}"[:300]

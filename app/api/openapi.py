@@ -142,8 +142,16 @@ OPERATIONS = (
     Operation(
         "post",
         "/v1/events/s3",
-        "S3 event notifications: SNS (signed) or direct (webhook token)",
-        {200: None, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 503: ErrorResponse},
+        "S3 event notifications: SNS (signed) or direct (webhook token); 422 `invalid_record` when a record "
+        "is refused (the event's other records are handled, see `outcomes`)",
+        {
+            200: None,
+            400: ErrorResponse,
+            401: ErrorResponse,
+            403: ErrorResponse,
+            422: ErrorResponse,
+            503: ErrorResponse,
+        },
         auth=False,
     ),
     Operation("get", "/healthz", "Liveness", {200: None}, auth=False),

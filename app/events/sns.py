@@ -3,11 +3,20 @@
 Anyone can POST to the webhook; only the signature proves SNS sent the message. The rules are AWS's
 ("Verifying the signatures of Amazon SNS messages"): rebuild the string-to-sign from a fixed field list per
 message type, take the certificate only from an allowlisted host over HTTPS, and check an RSA PKCS#1 v1.5
-signature (SHA1 for SignatureVersion 1, SHA256 for 2).
+signature (SHA1 for SignatureVersion 1, SHA256 for 2). The certificate itself must chain to a trusted root
+(the system's trust store, or `SnsTrust.ca_bundle`) and name `sns.amazonaws.com` ("check that the certificate is
+issued by Amazon SNS; confirm that its chain of trust is valid"); a message older than an hour is a replay.
+
+Certificates are cached by URL, bounded in count and in time, and so are failures: a forged message naming a
+certificate that does not exist costs one fetch per `BAD_CERT_TTL_SECONDS`, not one per request.
 
 The local stack (moto server) signs for real but serves its certificate itself while naming the real SNS host
-in `SigningCertURL`. `SnsTrust.cert_endpoint_url` redirects fetches for allowlisted hosts to that server;
-every check still runs. There is deliberately no switch that turns verification off.
+in `SigningCertURL`. `SnsTrust.cert_endpoint_url` redirects fetches for allowlisted hosts to that server.
+moto mints a fresh certificate per message, signed by its own key under an issuer name that is not its subject,
+so no trust store can hold its root: with the local endpoint and no `ca_bundle`, the endpoint itself is the
+trust anchor (a certificate is believed because the configured local SNS served it). Every other check runs —
+signature, subject, validity, age, host, topic. With a `ca_bundle` the chain is verified there too (the tests'
+own CA). There is deliberately no switch that turns verification off.
 """
 
 from __future__ import annotations
@@ -15,13 +24,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from itertools import islice
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -30,6 +43,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +65,19 @@ OPTIONAL_SIGNED_FIELDS = frozenset({"Subject"})  # signed only when the message 
 # SignatureVersion -> digest of RSA PKCS#1 v1.5. Anything else is refused, never guessed.
 SIGNATURE_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 
-# Real SNS reuses one certificate per region for months; moto mints one per message, so the cache is bounded.
+# Real SNS reuses one certificate per region for months; moto mints one per message, so the cache is bounded
+# in count and in time. A failure is cached too: a definitive one (the host says 404, the body is no usable
+# certificate) for BAD_CERT_TTL_SECONDS, a transient one (unreachable, 5xx) for a few seconds, so SNS's retry
+# 20 s later fetches again.
 CERT_CACHE_SIZE = 64
+GOOD_CERT_TTL_SECONDS = 6 * 3600.0
+BAD_CERT_TTL_SECONDS = 600.0
+UNAVAILABLE_CERT_TTL_SECONDS = 5.0
+# The name an SNS signing certificate is issued to (subject CN and subjectAltName).
+SNS_CERT_NAME = "sns.amazonaws.com"
+# SNS retries a delivery for at most an hour (the longest delivery policy), so an older message is a replay.
+MAX_MESSAGE_AGE = timedelta(hours=1)
+MAX_CLOCK_SKEW = timedelta(minutes=15)  # a Timestamp further ahead than this is not one SNS wrote
 # A PEM certificate is ~2 KiB; never buffer an arbitrary body from the network.
 MAX_CERT_BYTES = 64 * 1024
 _CHUNK_BYTES = 8 * 1024
@@ -70,6 +96,9 @@ class SnsRejectCode(StrEnum):
     INVALID_SIGNATURE = "invalid_signature"  # bad version, bad base64, wrong signature, unusable certificate
     UNTRUSTED_CERT_HOST = "untrusted_cert_host"  # SigningCertURL / SubscribeURL outside the allowlist
     UNKNOWN_TOPIC = "unknown_topic"
+    CERT_NOT_FOUND = "cert_not_found"  # the trusted host has no such certificate (it answered 4xx)
+    UNTRUSTED_CERT = "untrusted_cert"  # not a certificate, no chain to a trusted root, or not SNS's subject
+    STALE_MESSAGE = "stale_message"  # Timestamp over an hour old (a replay) or far in the future
     CERT_UNAVAILABLE = "cert_unavailable"  # transient: the certificate could not be fetched; SNS may retry
     CONFIRMATION_FAILED = "confirmation_failed"  # the SubscribeURL GET failed or was refused
 
@@ -90,12 +119,26 @@ class SnsTrust:
     `cert_hosts` is compared to the URL's whole authority, so userinfo, ports and lookalike suffixes fail.
     `topic_arns` empty accepts any topic (dev only). `cert_endpoint_url` (local stack only) is the base URL
     that serves certificates and SubscribeURLs of allowlisted hosts; the URL's path and query are kept.
+    `ca_bundle`: a PEM file of trusted roots for the certificate's chain; None = the system's trust store
+    (or, with `cert_endpoint_url`, the local endpoint itself — see the module's docstring).
     """
 
     cert_hosts: tuple[str, ...]
     topic_arns: tuple[str, ...] = ()
     cert_endpoint_url: str | None = None
     region: str = "us-east-1"
+    ca_bundle: str | None = None
+
+    @property
+    def endpoint_is_anchor(self) -> bool:
+        return self.cert_endpoint_url is not None and self.ca_bundle is None
+
+
+@dataclass(frozen=True)
+class _Cached:
+    expires: float  # time.monotonic()
+    chain: tuple[x509.Certificate, ...] | None = None  # the certificate and any intermediates served with it
+    refusal: SnsRejected | None = None
 
 
 class SnsVerifier:
@@ -108,8 +151,9 @@ class SnsVerifier:
         self._hosts = frozenset(host.lower() for host in trust.cert_hosts)
         self._session = session or requests.Session()
         self._timeout = timeout
-        self._certs: OrderedDict[str, x509.Certificate] = OrderedDict()
+        self._certs: OrderedDict[str, _Cached] = OrderedDict()
         self._lock = threading.Lock()
+        self._store: Store | None = None
 
     def verify(self, message: Mapping[str, Any]) -> None:
         """Return only if SNS signed exactly these fields for an allowed topic; else raise SnsRejected.
@@ -120,13 +164,14 @@ class SnsVerifier:
         digest = _digest(message)
         signature = _signature(message)
         self._check_topic(message)
+        _check_age(_text(message, "Timestamp"))
         cert_url = _text(message, "SigningCertURL")
         parts = self._trusted_parts(cert_url, allow_http=False)
         if not parts.path.endswith(".pem") or parts.query or parts.fragment:
             raise SnsRejected(SnsRejectCode.UNTRUSTED_CERT_HOST, f"not a certificate URL: {cert_url!r}")
-        cert = self._certificate(cert_url, self._fetch_url(parts))
-        _check_validity(cert)
-        _check_signature(cert, signature, string_to_sign, digest)
+        chain = self._certificate(cert_url, self._fetch_url(parts))
+        _check_validity(chain[0])
+        _check_signature(chain[0], signature, string_to_sign, digest)
 
     def confirm_subscription(self, message: Mapping[str, Any]) -> None:
         """Verify a SubscriptionConfirmation, then visit its SubscribeURL (allowlisted host only).
@@ -181,25 +226,58 @@ class SnsVerifier:
             url, headers=headers, timeout=self._timeout, allow_redirects=False, stream=True
         )
 
-    def _certificate(self, cert_url: str, fetch_url: str) -> x509.Certificate:
-        """The certificate for `cert_url`, fetched at most once while it stays in the LRU cache."""
+    def _certificate(self, cert_url: str, fetch_url: str) -> tuple[x509.Certificate, ...]:
+        """The checked certificate chain for `cert_url` (leaf first), or the cached refusal of it."""
+        now = time.monotonic()
         with self._lock:
-            if cert_url in self._certs:
+            cached = self._certs.get(cert_url)
+            if cached is not None and cached.expires > now:
                 self._certs.move_to_end(cert_url)
-                return self._certs[cert_url]
+                if cached.refusal is not None:
+                    raise cached.refusal
+                assert cached.chain is not None
+                return cached.chain
         try:
-            cert = x509.load_pem_x509_certificate(self._download(fetch_url))
-        except ValueError as exc:
-            raise SnsRejected(SnsRejectCode.CERT_UNAVAILABLE, f"not a PEM certificate: {fetch_url}") from exc
+            chain = self._checked_chain(self._download(fetch_url), fetch_url)
+        except SnsRejected as refusal:
+            transient = refusal.code == SnsRejectCode.CERT_UNAVAILABLE
+            ttl = UNAVAILABLE_CERT_TTL_SECONDS if transient else BAD_CERT_TTL_SECONDS
+            self._remember(cert_url, _Cached(now + ttl, refusal=refusal))
+            logger.warning(
+                "sns signing certificate refused", extra={"cert_url": cert_url, "code": refusal.code}
+            )
+            raise
+        self._remember(cert_url, _Cached(now + GOOD_CERT_TTL_SECONDS, chain=chain))
+        logger.info("sns signing certificate fetched", extra={"cert_url": cert_url})
+        return chain
+
+    def _remember(self, cert_url: str, entry: _Cached) -> None:
         with self._lock:
-            self._certs[cert_url] = cert
+            self._certs[cert_url] = entry
+            self._certs.move_to_end(cert_url)
             while len(self._certs) > CERT_CACHE_SIZE:
                 self._certs.popitem(last=False)
-        logger.info("sns signing certificate fetched", extra={"cert_url": cert_url})
-        return cert
+
+    def _checked_chain(self, pem: bytes, fetch_url: str) -> tuple[x509.Certificate, ...]:
+        """The served PEM as certificates (leaf first, then any intermediates), issued to SNS and, unless the
+        local endpoint is the anchor, chaining to a trusted root. Validity in time is checked on every use."""
+        try:
+            chain = tuple(x509.load_pem_x509_certificates(pem))
+        except ValueError as exc:
+            raise SnsRejected(SnsRejectCode.UNTRUSTED_CERT, f"not a PEM certificate: {fetch_url}") from exc
+        _check_subject(chain[0])
+        if not self._trust.endpoint_is_anchor:
+            _check_chain(chain, self._trust_store())
+        return chain
+
+    def _trust_store(self) -> Store:
+        if self._store is None:
+            self._store = trust_store(self._trust.ca_bundle)
+        return self._store
 
     def _download(self, url: str) -> bytes:
-        """The body, read up to a bound. Any failure is CERT_UNAVAILABLE: it may be transient, SNS retries."""
+        """The body, read up to a bound. The host's 4xx is CERT_NOT_FOUND (definitive); anything else that fails
+        is CERT_UNAVAILABLE: it may be transient, SNS retries."""
         try:
             with self._get(url) as response:
                 status = response.status_code
@@ -207,9 +285,79 @@ class SnsVerifier:
                 body = b"".join(islice(chunks, MAX_CERT_BYTES // _CHUNK_BYTES + 1))
         except requests.RequestException as exc:
             raise SnsRejected(SnsRejectCode.CERT_UNAVAILABLE, f"{url} unreachable: {exc}") from exc
-        if status != requests.codes.ok or len(body) > MAX_CERT_BYTES:
-            raise SnsRejected(SnsRejectCode.CERT_UNAVAILABLE, f"{url} answered {status}, {len(body)} bytes")
+        if 400 <= status < 500:
+            raise SnsRejected(SnsRejectCode.CERT_NOT_FOUND, f"{url} answered {status}: no such certificate")
+        if status != requests.codes.ok:
+            raise SnsRejected(SnsRejectCode.CERT_UNAVAILABLE, f"{url} answered {status}")
+        if len(body) > MAX_CERT_BYTES:
+            raise SnsRejected(SnsRejectCode.UNTRUSTED_CERT, f"{url} sent over {MAX_CERT_BYTES} bytes")
         return body
+
+
+def trust_store(ca_bundle: str | None) -> Store:
+    """Roots from `ca_bundle` (a PEM file), or from the system's store (OpenSSL's default CA file)."""
+    return Store(_load_roots(ca_bundle or _system_ca_file()))
+
+
+@cache
+def _load_roots(path: str) -> tuple[x509.Certificate, ...]:
+    return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
+
+
+def _system_ca_file() -> str:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    import certifi  # requests' own bundle: the last resort on a machine without a system bundle
+
+    return str(certifi.where())
+
+
+def _check_subject(cert: x509.Certificate) -> None:
+    """Issued to SNS: the subject's common name, or a DNS subjectAltName, is `sns.amazonaws.com`."""
+    names = {str(attr.value).lower() for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names |= {name.lower() for name in alt.get_values_for_type(x509.DNSName)}
+    except x509.ExtensionNotFound:
+        pass
+    if SNS_CERT_NAME not in names:
+        raise SnsRejected(
+            SnsRejectCode.UNTRUSTED_CERT, f"certificate is not issued to {SNS_CERT_NAME}: {cert.subject}"
+        )
+
+
+def _check_chain(chain: tuple[x509.Certificate, ...], store: Store) -> None:
+    """The web PKI's rules (cryptography's verifier): a path to a root in `store`, every certificate valid now,
+    the leaf usable for `sns.amazonaws.com`."""
+    verifier = (
+        PolicyBuilder()
+        .store(store)
+        .time(datetime.now(UTC))
+        .build_server_verifier(x509.DNSName(SNS_CERT_NAME))
+    )
+    try:
+        verifier.verify(chain[0], list(chain[1:]))
+    except VerificationError as exc:
+        raise SnsRejected(SnsRejectCode.UNTRUSTED_CERT, f"certificate chain not trusted: {exc}") from exc
+
+
+def _check_age(timestamp: str) -> None:
+    """SNS's `Timestamp` (ISO 8601, UTC) within the last hour: older is a replay of a captured message."""
+    try:
+        sent = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        raise SnsRejected(
+            SnsRejectCode.INVALID_SNS_MESSAGE, f"Timestamp {timestamp!r} is not ISO 8601"
+        ) from None
+    if sent.tzinfo is None:
+        raise SnsRejected(SnsRejectCode.INVALID_SNS_MESSAGE, f"Timestamp {timestamp!r} has no time zone")
+    age = datetime.now(UTC) - sent
+    if age > MAX_MESSAGE_AGE or age < -MAX_CLOCK_SKEW:
+        raise SnsRejected(
+            SnsRejectCode.STALE_MESSAGE, f"message sent at {timestamp}, not within the last hour"
+        )
 
 
 def _text(message: Mapping[str, Any], name: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -251,3 +252,46 @@ def test_confirm_subscription_reaches_moto_confirm_subscription(topic: Topic, ve
     unknown = f"{topic.arn}-missing"  # moto answers 404 "Topic does not exist": the GET reached SNS, not S3
     message = _signed_confirmation(topic.arn, unknown)
     assert _rejected(verifier.confirm_subscription, message) == SnsRejectCode.CONFIRMATION_FAILED
+
+
+def test_a_moto_delivery_does_not_chain_to_a_trust_store(
+    moto_url: str, receiver: Receiver, topic: Topic, tmp_path: Path
+) -> None:
+    """With a trust store configured, the chain is checked even through the local endpoint: moto's
+    certificates (signed by their own key under Amazon's issuer name) chain to nothing, so they are refused —
+    which is why the dev stack sets no `BROKER_SNS_CA_BUNDLE` and the local endpoint is the anchor."""
+    _client("sns", moto_url).publish(TopicArn=topic.arn, Message="hello")
+    message = receiver.deliveries[topic.path][0].body
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    root = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Some Root")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(root)
+        .issuer_name(root)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = tmp_path / "roots.pem"
+    bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    trust = SnsTrust(
+        cert_hosts=(SNS_HOST,), topic_arns=(topic.arn,), cert_endpoint_url=moto_url, ca_bundle=str(bundle)
+    )
+    with requests.Session() as session:
+        assert _rejected(SnsVerifier(trust, session=session).verify, message) == SnsRejectCode.UNTRUSTED_CERT
+
+
+def test_a_certificate_moto_never_minted(
+    moto_url: str, receiver: Receiver, topic: Topic, verifier: SnsVerifier
+) -> None:
+    """A forged SigningCertURL on the trusted host, mapped to moto: moto answers 500 (a KeyError) for a name it
+    never minted, so locally it is `cert_unavailable` (remembered for a few seconds); the real host answers
+    4xx, which is `cert_not_found` (test_webhook.py)."""
+    _client("sns", moto_url).publish(TopicArn=topic.arn, Message="hello")
+    message = receiver.deliveries[topic.path][0].body
+    forged = {**message, "SigningCertURL": f"https://{SNS_HOST}/SimpleNotificationService-{uuid4().hex}.pem"}
+    assert {_rejected(verifier.verify, forged) for _ in range(3)} == {SnsRejectCode.CERT_UNAVAILABLE}

@@ -1,7 +1,8 @@
 """SnsVerifier against messages signed here, with certificates served by a loopback HTTP server.
 
 The string-to-sign is rebuilt independently in `_sign` (not imported from the module under test), so a wrong
-field list in the verifier cannot agree with itself.
+field list in the verifier cannot agree with itself. Certificates come from a CA made here (a root and a leaf
+issued to sns.amazonaws.com), trusted through `SnsTrust.ca_bundle`, so the chain is verified as in production.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import base64
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
+from app.events import sns
 from app.events.sns import CERT_CACHE_SIZE, SnsRejectCode, SnsRejected, SnsTrust, SnsVerifier
 
 SNS_HOST = "sns.us-east-1.amazonaws.com"
@@ -44,6 +48,7 @@ class FileServer:
     files: dict[str, bytes] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
     authorizations: list[str | None] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)  # a status to answer instead of 404
     url: str = ""
 
 
@@ -57,7 +62,7 @@ def _running_server() -> Iterator[FileServer]:
             state.hits[self.path] += 1
             state.authorizations.append(self.headers.get("Authorization"))
             body = state.files.get(self.path)
-            self.send_response(200 if body is not None else 404)
+            self.send_response(200 if body is not None else state.statuses.get(self.path, 404))
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
             self.wfile.write(body or b"")
@@ -78,7 +83,13 @@ def _running_server() -> Iterator[FileServer]:
 @pytest.fixture
 def server(_running_server: FileServer) -> FileServer:
     """The module's server with its files and records emptied for this test."""
-    for record in (_running_server.files, _running_server.hits, _running_server.authorizations):
+    records = (
+        _running_server.files,
+        _running_server.hits,
+        _running_server.authorizations,
+        _running_server.statuses,
+    )
+    for record in records:
         record.clear()
     return _running_server
 
@@ -88,21 +99,93 @@ def key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _cert_pem(key: rsa.RSAPrivateKey, not_before: timedelta, not_after: timedelta) -> bytes:
-    """A self-signed certificate valid from now+not_before to now+not_after."""
+@dataclass(frozen=True)
+class CertAuthority:
+    """A root made here: what `BROKER_SNS_CA_BUNDLE` points at in tests."""
+
+    key: rsa.RSAPrivateKey
+    cert: x509.Certificate
+    bundle: str  # path of the root as a PEM file
+
+
+def _make_ca(directory: Path, name: str = "Broker Test Root CA") -> CertAuthority:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = directory / f"{name.replace(' ', '-')}.pem"
+    bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return CertAuthority(key, cert, str(bundle))
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    return _make_ca(tmp_path_factory.mktemp("ca"))
+
+
+def _cert_pem(
+    key: rsa.RSAPrivateKey,
+    not_before: timedelta,
+    not_after: timedelta,
+    issuer: CertAuthority | None = None,
+    name: str = "sns.amazonaws.com",
+) -> bytes:
+    """A leaf for `name`, valid from now+not_before to now+not_after, issued by `issuer` (None: signed by its
+    own key under Amazon's issuer name, as moto's are)."""
+    now = datetime.now(UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now + not_before)
         .not_valid_after(now + not_after)
-        .sign(key, hashes.SHA256())
+    )
+    if issuer is None:
+        amazon = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Amazon RSA 2048 M01")])
+        return builder.issuer_name(amazon).sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    cert = (
+        builder.issuer_name(issuer.cert.subject)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(issuer.key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @pytest.fixture
@@ -112,9 +195,13 @@ def session() -> Iterator[requests.Session]:
 
 
 @pytest.fixture
-def verifier(server: FileServer, key: rsa.RSAPrivateKey, session: requests.Session) -> SnsVerifier:
-    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30))
-    trust = SnsTrust(cert_hosts=(SNS_HOST,), topic_arns=(TOPIC,), cert_endpoint_url=server.url)
+def verifier(
+    server: FileServer, key: rsa.RSAPrivateKey, session: requests.Session, ca: CertAuthority
+) -> SnsVerifier:
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), ca)
+    trust = SnsTrust(
+        cert_hosts=(SNS_HOST,), topic_arns=(TOPIC,), cert_endpoint_url=server.url, ca_bundle=ca.bundle
+    )
     return SnsVerifier(trust, session=session, timeout=2.0)
 
 
@@ -136,7 +223,7 @@ def _notification(key: rsa.RSAPrivateKey, version: str = "2", **extra: str) -> d
         "MessageId": "6d8fbc0d-a27e-4049-9181-11e6e8295a3b",
         "TopicArn": TOPIC,
         "Message": '{"Records": [{"s3": {"object": {"key": "temp%2Fa+b.jpg"}}}]}\nsecond line',
-        "Timestamp": "2026-01-02T03:04:05.678Z",
+        "Timestamp": _now(),
         "UnsubscribeURL": f"https://{SNS_HOST}/?Action=Unsubscribe",
         **extra,
     }
@@ -151,7 +238,7 @@ def _confirmation(key: rsa.RSAPrivateKey, server: FileServer, kind: str = "Subsc
         "TopicArn": TOPIC,
         "Message": f"You have chosen to subscribe to the topic {TOPIC}.",
         "SubscribeURL": f"https://{SNS_HOST}{SUBSCRIBE_PATH}?{SUBSCRIBE_QUERY}",
-        "Timestamp": "2026-01-02T03:04:05.678Z",
+        "Timestamp": _now(),
     }
     server.files[f"{SUBSCRIBE_PATH}?{SUBSCRIBE_QUERY}"] = b"<ConfirmSubscriptionResponse/>"
     return _sign(key, body)
@@ -201,7 +288,7 @@ def test_cache_is_bounded(verifier, key, server) -> None:
     [
         ("Message", "tampered"),
         ("MessageId", "other"),
-        ("Timestamp", "2030-01-01T00:00:00.000Z"),
+        ("Timestamp", (datetime.now(UTC) - timedelta(minutes=1)).isoformat()),
         ("Subject", "added after signing"),
         ("SignatureVersion", "1"),  # a v2 signature checked as v1
     ],
@@ -263,9 +350,9 @@ def test_unknown_topic_rejected(verifier, key, server) -> None:
     assert server.hits[CERT_PATH] == 0
 
 
-def test_any_topic_when_none_configured(server, key, session) -> None:
-    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=1))
-    trust = SnsTrust(cert_hosts=(SNS_HOST,), cert_endpoint_url=server.url)
+def test_any_topic_when_none_configured(server, key, session, ca) -> None:
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=1), ca)
+    trust = SnsTrust(cert_hosts=(SNS_HOST,), cert_endpoint_url=server.url, ca_bundle=ca.bundle)
     SnsVerifier(trust, session=session).verify(_sign(key, {**_notification(key), "TopicArn": "arn:x"}))
 
 
@@ -298,17 +385,100 @@ def test_missing_cert_url_and_bad_shapes_rejected(verifier, key) -> None:
     [(timedelta(days=-30), timedelta(days=-1)), (timedelta(days=1), timedelta(days=30))],
     ids=["expired", "not-yet-valid"],
 )
-def test_cert_outside_validity_rejected(verifier, key, server, not_before, not_after) -> None:
-    server.files[CERT_PATH] = _cert_pem(key, not_before, not_after)
-    assert _rejected(verifier, _notification(key)) == SnsRejectCode.INVALID_SIGNATURE
+def test_cert_outside_validity_rejected(verifier, key, server, ca, not_before, not_after) -> None:
+    server.files[CERT_PATH] = _cert_pem(key, not_before, not_after, ca)
+    # The chain check refuses it first (validity is part of the path); a cached one expiring is caught per use.
+    assert _rejected(verifier, _notification(key)) in (
+        SnsRejectCode.UNTRUSTED_CERT,
+        SnsRejectCode.INVALID_SIGNATURE,
+    )
 
 
-@pytest.mark.parametrize("body", [None, b"not a certificate"], ids=["404", "garbage"])
-def test_unusable_cert_is_unavailable(verifier, key, server, body: bytes | None) -> None:
+def test_a_certificate_the_host_does_not_have_is_refused_once_and_remembered(verifier, key, server) -> None:
     server.files.pop(CERT_PATH)
-    if body is not None:
-        server.files[CERT_PATH] = body
+    for index in range(10):
+        message = _notification(key, MessageId=f"forged-{index}")
+        assert _rejected(verifier, message) == SnsRejectCode.CERT_NOT_FOUND
+    assert server.hits[CERT_PATH] == 1
+
+
+def test_a_body_that_is_no_certificate_is_untrusted_and_remembered(verifier, key, server) -> None:
+    server.files[CERT_PATH] = b"not a certificate"
+    for _ in range(3):
+        assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
+    assert server.hits[CERT_PATH] == 1
+
+
+def test_remembered_refusals_expire(verifier, key, server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sns, "BAD_CERT_TTL_SECONDS", 0.0)
+    server.files.pop(CERT_PATH)
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.CERT_NOT_FOUND
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.CERT_NOT_FOUND
+    assert server.hits[CERT_PATH] == 2
+
+
+def test_a_host_error_is_unavailable_and_remembered_only_briefly(
+    verifier, key, server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.files.pop(CERT_PATH)
+    server.statuses[CERT_PATH] = 503
     assert _rejected(verifier, _notification(key)) == SnsRejectCode.CERT_UNAVAILABLE
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.CERT_UNAVAILABLE
+    assert server.hits[CERT_PATH] == 1  # within UNAVAILABLE_CERT_TTL_SECONDS: not fetched again
+    later = time.monotonic() + sns.UNAVAILABLE_CERT_TTL_SECONDS + 1
+    monkeypatch.setattr(sns.time, "monotonic", lambda: later)
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.CERT_UNAVAILABLE
+    assert server.hits[CERT_PATH] == 2  # SNS's retry 20 s later finds the certificate fetched again
+
+
+def test_a_certificate_from_another_ca_is_untrusted(verifier, key, server, tmp_path: Path) -> None:
+    other = _make_ca(tmp_path, "Someone Else's CA")
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), other)
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
+
+
+def test_a_certificate_for_another_name_is_untrusted(verifier, key, server, ca) -> None:
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), ca, name="evil.example")
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
+
+
+def test_a_self_signed_certificate_is_untrusted_even_from_the_trusted_host(verifier, key, server) -> None:
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30))
+    assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
+
+
+def test_the_local_endpoint_is_the_anchor_when_no_bundle_is_set(server, key, session) -> None:
+    """moto's certificates (own key, Amazon's issuer name, no chain) verify only through the configured local
+    SNS that served them; their subject, validity and the signature are still checked."""
+    server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30))
+    trust = SnsTrust(cert_hosts=(SNS_HOST,), topic_arns=(TOPIC,), cert_endpoint_url=server.url)
+    local = SnsVerifier(trust, session=session, timeout=2.0)
+    local.verify(_notification(key))
+    other_name = "/SimpleNotificationService-other.pem"
+    server.files[other_name] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), name="evil.example")
+    message = {**_notification(key), "SigningCertURL": f"https://{SNS_HOST}{other_name}"}
+    assert _rejected(local, message) == SnsRejectCode.UNTRUSTED_CERT
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [timedelta(hours=-1, minutes=-1), timedelta(days=-400), timedelta(minutes=20)],
+    ids=["an-hour-old", "a-year-old", "from-the-future"],
+)
+def test_replayed_messages_are_stale_without_a_fetch(verifier, key, server, sent: timedelta) -> None:
+    message = _notification(key, Timestamp=(datetime.now(UTC) + sent).strftime("%Y-%m-%dT%H:%M:%S.000Z"))
+    assert _rejected(verifier, message) == SnsRejectCode.STALE_MESSAGE
+    assert server.hits[CERT_PATH] == 0
+
+
+def test_a_message_within_the_hour_passes(verifier, key) -> None:
+    sent = datetime.now(UTC) - timedelta(minutes=59)
+    verifier.verify(_notification(key, Timestamp=sent.strftime("%Y-%m-%dT%H:%M:%S.000Z")))
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "2026-01-02T03:04:05"], ids=["garbage", "no-zone"])
+def test_a_timestamp_that_is_not_one_is_invalid(verifier, key, timestamp: str) -> None:
+    assert _rejected(verifier, _notification(key, Timestamp=timestamp)) == SnsRejectCode.INVALID_SNS_MESSAGE
 
 
 def test_unreachable_cert_is_unavailable(key, session) -> None:
@@ -337,10 +507,19 @@ class _RecordingSession(requests.Session):
         return response
 
 
-def test_without_local_endpoint_fetches_the_checked_url_plainly(key) -> None:
-    with _RecordingSession(_cert_pem(key, timedelta(days=-1), timedelta(days=1))) as session:
-        SnsVerifier(SnsTrust(cert_hosts=(SNS_HOST,)), session=session).verify(_notification(key))
+def test_without_local_endpoint_fetches_the_checked_url_plainly(key, ca) -> None:
+    with _RecordingSession(_cert_pem(key, timedelta(days=-1), timedelta(days=1), ca)) as session:
+        trust = SnsTrust(cert_hosts=(SNS_HOST,), ca_bundle=ca.bundle)
+        SnsVerifier(trust, session=session).verify(_notification(key))
     assert session.calls == [(CERT_URL, {})]
+
+
+def test_the_default_trust_store_is_the_systems(key, ca) -> None:
+    """Without a bundle and without the local endpoint, the system's roots decide: the test CA is not one."""
+    with _RecordingSession(_cert_pem(key, timedelta(days=-1), timedelta(days=1), ca)) as session:
+        verifier = SnsVerifier(SnsTrust(cert_hosts=(SNS_HOST,)), session=session)
+        assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
+    sns.trust_store(None)  # the system bundle loads (roots from OpenSSL's default CA file)
 
 
 def test_confirm_subscription_visits_mapped_subscribe_url(verifier, key, server) -> None:

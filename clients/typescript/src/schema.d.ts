@@ -187,7 +187,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** S3 event notifications: SNS (signed) or direct (webhook token) */
+        /** S3 event notifications: SNS (signed) or direct (webhook token); 422 `invalid_record` when a record is refused (the event's other records are handled, see `outcomes`) */
         post: operations["post_events_s3"];
         delete?: never;
         options?: never;
@@ -346,7 +346,7 @@ export interface components {
              * Code
              * @enum {string}
              */
-            code: "corrupt" | "demo_not_built" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_request" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unsupported_codec" | "unsupported_type" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
+            code: "cert_not_found" | "cert_unavailable" | "confirmation_failed" | "corrupt" | "demo_not_built" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_record" | "invalid_request" | "invalid_signature" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "stale_message" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unknown_topic" | "unsupported_codec" | "unsupported_type" | "untrusted_cert" | "untrusted_cert_host" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
             /** Message */
             message: string;
         };
@@ -1602,6 +1602,15 @@ export interface operations {
             };
             /** @description Request Entity Too Large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
