@@ -119,3 +119,45 @@ def test_staff_publish_exercise_demos_as_public_video_or_image(api, drain, tmp_p
     drain()
     photo = staff.media(photo_id).json()
     assert photo["url"].endswith(f"exercises/goblet-squat/{photo_id}.jpg") and "variants" not in photo
+
+
+@pytest.mark.parametrize("case", ["iphone_reordered_hevc", "first_sample_duration_zero", "mp3_format_change"])
+def test_phone_videos_ffmpeg_reads_oddly_end_ready(alice, drain, tmp_path, case):
+    if case == "iphone_reordered_hevc":  # read back with pts < dts, as iPhone HDR and spatial clips are
+        path, codecs = videos.reordered_short_clip(tmp_path / "hdr.mov"), "hevc+aac"
+    elif case == "first_sample_duration_zero":
+        path, codecs = videos.zero_first_sample_duration(tmp_path / "zero.mp4"), "h264+aac"
+    else:
+        path, codecs = videos.mp3_changing_format(tmp_path / "concat.mov"), "h264+aac"
+    upload_id = upload_video(alice, path, content_type="video/quicktime")
+    drain()
+
+    status = alice.status(upload_id).json()
+    assert status["status"] == "ready", status
+    media = alice.media(upload_id).json()
+    assert media["codecs"] == codecs
+    with av.open(str(fetch(media["url"], tmp_path / "main.mp4"))) as played:
+        assert sum(1 for _ in played.decode(video=0)) > 0
+
+
+def test_a_location_in_sei_user_data_is_not_served(alice, drain, tmp_path):
+    plain = videos.clip(tmp_path / "plain.mp4", codec="libx265", audio="aac")
+    source = videos.with_user_data_sei(plain, tmp_path / "sei.mp4", videos.LOCATION)
+    upload_id = upload_video(alice, source)
+    drain()
+
+    media = alice.media(upload_id).json()
+    for url in (media["url"], media["variants"]["720p"]["url"]):
+        served = fetch(url, tmp_path / "served.mp4")
+        assert videos.LOCATION.encode() not in served.read_bytes()
+        assert videos.sei_units(served) == []
+
+
+def test_a_codec_without_a_decoder_is_rejected_by_name(alice, drain, tmp_path):
+    source = videos.unknown_codec(videos.clip(tmp_path / "clip.mp4"), tmp_path / "dolby-av1.mp4")
+    upload_id = upload_video(alice, source)
+    drain()
+
+    status = alice.status(upload_id).json()
+    assert (status["status"], status["error"]["code"]) == ("rejected", "unsupported_codec"), status
+    assert "dav1" in status["error"]["message"]

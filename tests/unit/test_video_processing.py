@@ -362,7 +362,19 @@ def test_the_720p_of_an_hdr_video_is_bt709_sdr(tmp_path: Path, transfer: int, si
     naive = _first_frame(source).to_image().getpixel((10, 10))[0]
     assert 220 <= grey <= 240, grey  # ~0.9 of SDR white (video_tonemap: reference white at 80 % linear)
     assert naive < 200  # what a player without tone-mapping shows
+    with Image.open(processed.variants["poster"].path) as poster:
+        assert 220 <= poster.convert("L").getpixel((10, 10)) <= 240  # the poster too
     assert _first_frame(processed.main.path).color_trc == transfer  # the main file is still HDR, copied
+
+
+def test_frames_crowded_into_a_short_header_duration_count_as_time(tmp_path: Path):
+    # 600 frames in 0.6 s of timestamps, which the headers also claim: more than any camera's 240 a second,
+    # so the pass counts them as 2.5 s, over a 1 s limit (the probe, on the header's word, let it through).
+    source = videos.clip(tmp_path / "crowded.mp4", size=(64, 64), seconds=0.6, fps=1000)
+    with pytest.raises(Rejected) as refused:
+        _run(source, tmp_path, VideoRules(max_duration_seconds=1))
+    assert refused.value.code is RejectionCode.VIDEO_TOO_LONG
+    assert "packets" in refused.value.message
 
 
 def test_a_video_costing_more_than_its_budget_is_too_complex_before_decoding(tmp_path: Path):

@@ -133,7 +133,7 @@ def _write_poster(frame: VideoFrame, workdir: Path, rules: ImageRules) -> Output
     """The poster frame, upright, through the image rules (at most 1200 px, JPEG q85, no metadata), by way
     of a lossless PNG (fast zlib level: it lives for a moment)."""
     frame_png, output = workdir / "poster-frame.png", workdir / "poster.jpg"
-    upright_picture(frame).save(frame_png, "PNG", compress_level=1)
+    upright_picture(frame, workdir).save(frame_png, "PNG", compress_level=1)
     try:
         size = write_image(frame_png, "image/png", rules, output)
     finally:

@@ -21,6 +21,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
+from PIL import Image
 
 from workers.processing.failures import VIDEO, judged
 from workers.processing.video_probe import AUDIO_COPIED
@@ -302,7 +303,13 @@ class Rendition:
         if not is_hdr(frame.color_trc):
             return [graph.add("scale", f"{size[0]}:{size[1]}"), graph.add("format", "yuv420p")]
         lut = write_lut(self.path.with_suffix(".cube"), frame.color_trc)
-        return [*sdr_filters(graph, size, lut), graph.add("format", "yuv420p")]
+        tagged = "color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=limited"
+        return [
+            *sdr_filters(graph, size, lut),
+            graph.add("scale", "out_color_matrix=bt709:out_range=limited"),
+            graph.add("setparams", tagged),
+            graph.add("format", "yuv420p"),
+        ]
 
     def _open_encoder(self, frame: VideoFrame, time_base: Fraction) -> None:
         rate = self.source.average_rate or self.source.guessed_rate or Fraction(30)
@@ -331,14 +338,26 @@ class Rendition:
 def sdr_filters(
     graph: av.filter.Graph, size: tuple[int, int], lut: Path
 ) -> list[av.filter.context.FilterContext]:
-    """Scale an HDR (BT.2020, PQ or HLG) frame to `size` and map it to BT.709 SDR through `lut`
-    (`video_tonemap`): swscale to 16-bit RGB with the BT.2020 matrix, the LUT, and back to BT.709 4:2:0
-    limited range, tagged as such."""
+    """Scale an HDR (BT.2020, PQ or HLG) frame to `size` as 16-bit RGB (swscale, the BT.2020 matrix) and map
+    it to BT.709 SDR R'G'B' through `lut` (`video_tonemap`)."""
     width, height = size
     return [
         graph.add("scale", f"{width}:{height}:in_color_matrix=bt2020:in_range=auto:out_range=full"),
         graph.add("format", "gbrp16le"),
         graph.add("lut3d", f"file={lut}:interp=tetrahedral"),
-        graph.add("scale", "out_color_matrix=bt709:out_range=limited"),
-        graph.add("setparams", "color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=limited"),
     ]
+
+
+def sdr_picture(frame: VideoFrame, workdir: Path) -> Image.Image:
+    """An HDR frame as the RGB picture an SDR screen should show (the poster of an HDR video)."""
+    lut = write_lut(workdir / "poster.cube", frame.color_trc)
+    graph = av.filter.Graph()
+    buffer = graph.add_buffer(
+        width=frame.width, height=frame.height, format=frame.format, time_base=Fraction(1, 90_000)
+    )
+    size = (frame.width, frame.height)
+    rgb = [graph.add("format", "rgb24"), graph.add("buffersink")]
+    graph.link_nodes(buffer, *sdr_filters(graph, size, lut), *rgb).configure()
+    lut.unlink(missing_ok=True)
+    graph.vpush(frame)
+    return graph.vpull().to_image()

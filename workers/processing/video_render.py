@@ -40,9 +40,11 @@ from workers.processing.video_encode import (
     Rendition,
     decode,
     quarter_turns,
+    sdr_picture,
     upright_size,
 )
 from workers.processing.video_probe import Probe, check_cost, check_frame_size, decoder_options, frame_cost
+from workers.processing.video_tonemap import is_hdr
 
 POSTER_SECONDS = 1.0
 # The most frames a second a phone records (iPhone slow motion): more frames than that per second of
@@ -233,8 +235,8 @@ class _PosterPicker:
         return chosen
 
 
-def upright_picture(frame: VideoFrame) -> Image.Image:
-    """The frame as an RGB picture the right way up."""
-    picture = frame.to_image()
+def upright_picture(frame: VideoFrame, workdir: Path) -> Image.Image:
+    """The frame as an RGB picture the right way up (tone-mapped to SDR if it is HDR: JPEG posters are SDR)."""
+    picture = sdr_picture(frame, workdir) if is_hdr(frame.color_trc) else frame.to_image()
     turn = _UPRIGHT_TRANSPOSE.get(quarter_turns(frame))
     return picture.transpose(turn) if turn is not None else picture
