@@ -106,8 +106,16 @@ JOB_SECONDS = HistogramDef(
 STAGE_SECONDS = HistogramDef(
     "broker_job_stage_duration_seconds", "Wall time of each completed stage of an attempt.", ("stage",)
 )
+PROCESSING_CPU_SECONDS = HistogramDef(
+    "broker_processing_cpu_seconds",
+    "CPU seconds one attempt cost in its sandbox processes (the decoders' share of a job), by processing "
+    "(image, pdf, video) and outcome: what an upload of each kind really costs.",
+    ("processing", "outcome"),
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0),
+)
 COUNTERS = (TICKETS_ISSUED, TICKETS_REFUSED, EVENTS, JOBS)
-HISTOGRAMS = (JOB_SECONDS, STAGE_SECONDS)
+HISTOGRAMS = (JOB_SECONDS, STAGE_SECONDS, PROCESSING_CPU_SECONDS)
+_PROCESSING_STAGES = ("image", "pdf", "video")
 
 _paused_until: dict[int, float] = {}  # id(Redis client) -> monotonic time writes resume
 
@@ -267,8 +275,9 @@ def job_stage(stage: str) -> None:
 
 
 @_never_raises
-def job_finished(outcome: str, code: str = "") -> None:
-    """Record the attempt in one round trip: its outcome, its duration and its completed stages'."""
+def job_finished(outcome: str, code: str = "", cpu_seconds: float = 0.0) -> None:
+    """Record the attempt in one round trip: its outcome, its duration and its completed stages', and the CPU
+    seconds its processing cost in the sandbox (when it got that far)."""
     attempt = _attempt.get()
     if attempt is None:
         return
@@ -278,11 +287,16 @@ def job_finished(outcome: str, code: str = "") -> None:
     if outcome == "ready" and attempt.stage != "start":  # the last stage completed too
         stages.append((attempt.stage, now - attempt.stage_started))
 
+    reached = [stage for stage, _ in attempt.completed] + [attempt.stage]
+    processing = next((stage for stage in reached if stage in _PROCESSING_STAGES), None)
+
     def commands(pipe: Pipeline, ns: str) -> None:
         _inc(pipe, ns, JOBS, [attempt.stage, outcome, code])
         _observe(pipe, ns, JOB_SECONDS, [outcome], now - attempt.started)
         for stage, seconds in stages:
             _observe(pipe, ns, STAGE_SECONDS, [stage], seconds)
+        if processing:
+            _observe(pipe, ns, PROCESSING_CPU_SECONDS, [processing, outcome], cpu_seconds)
 
     _write(attempt.services, commands)
 

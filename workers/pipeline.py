@@ -11,6 +11,8 @@ conditional transition, so a replayed or duplicated job for a finished upload ch
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import tempfile
 import time
@@ -29,6 +31,7 @@ from app.services import Services
 from workers.followups import run_follow_ups
 from workers.processing import processor_for
 from workers.processing.outputs import Processed
+from workers.sandbox import ProcessingCrashed, cpu_spent
 from workers.stages.fetch import fetch
 from workers.stages.promote import MAIN, StoredFile, promote
 from workers.stages.sniff import sniff
@@ -65,14 +68,15 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
     laps.lap("claim")
     started = time.monotonic()
     metrics.job_started(services)
+    cpu_spent(reset=True)
     try:
         _process(services, upload, context, laps)
     except Rejected as rejected:
         _reject(services, upload, rejected, context)
-        metrics.job_finished("rejected", rejected.code.value)
+        metrics.job_finished("rejected", rejected.code.value, cpu_spent())
         return UploadStatus.REJECTED.value
     except Exception as error:
-        metrics.job_finished("failed" if last_attempt else "retry", type(error).__name__)
+        metrics.job_finished("failed" if last_attempt else "retry", _error_code(error), cpu_spent())
         if last_attempt:
             with services.db.session() as session:
                 advance(
@@ -87,7 +91,7 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
             extra={**context, "stage": "process", "outcome": "failed" if last_attempt else "will_retry"},
         )
         raise
-    metrics.job_finished("ready")
+    metrics.job_finished("ready", cpu_seconds=cpu_spent())
     laps.lap("metrics")
     log.info(
         "upload ready",
@@ -96,6 +100,7 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
             "stage": "done",
             "outcome": "ready",
             "seconds": round(time.monotonic() - started, 3),
+            "cpu_seconds": round(cpu_spent(), 3),
             "timings": laps.seconds,
         },
     )
@@ -115,7 +120,16 @@ def _process(services: Services, upload: Upload, context: dict[str, str], laps: 
         processing = processing_for(mime)
         laps.lap("sniff")
         metrics.job_stage(processing.value)
-        processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
+        try:
+            processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
+        except ProcessingCrashed as crash:
+            # Not a verdict: the job retries. The file's digest lets ops find it, and a crash that is the
+            # file's fault becomes the next entry of `workers.processing.failures`.
+            log.error(
+                "processing crashed",
+                extra={**context, "stage": processing.value, "sha256": _sha256(source), "error": str(crash)},
+            )
+            raise
         laps.lap(processing.value)
         log.info(
             "processed",
@@ -138,6 +152,24 @@ def _process(services: Services, upload: Upload, context: dict[str, str], laps: 
     run_follow_ups(services, upload)
     laps.lap("follow_ups")
     log.info("promoted", extra={**context, "stage": "promote", "outcome": "ok", "final_key": key})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _error_code(error: Exception) -> str:
+    """The metric's code of a retry or failure: the exception type, and a full disk named as such (it shows
+    up as a crashed sandbox or an OSError, and is the host's problem, not the file's)."""
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(
+        error
+    ):
+        return "DiskFull"
+    return type(error).__name__
 
 
 def _final_key(services: Services, upload: Upload, extension: str) -> str:

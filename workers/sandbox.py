@@ -36,6 +36,7 @@ import os
 import resource
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,22 @@ class ProcessLimits:
     @property
     def deadline_seconds(self) -> float:
         return self.wall_seconds if self.wall_seconds is not None else 2 * self.cpu_seconds + 5
+
+
+class _Spent(threading.local):
+    seconds = 0.0
+
+
+_spent = _Spent()  # CPU seconds the sandbox processes spent for this thread's attempts since the last reset
+
+
+def cpu_spent(reset: bool = False) -> float:
+    """CPU seconds the attempts of this thread cost in their sandbox processes (as the children measured
+    them, or their whole budget for one stopped at its CPU limit); `reset` starts the count again."""
+    seconds = _spent.seconds
+    if reset:
+        _spent.seconds = 0.0
+    return seconds
 
 
 class ProcessingCrashed(Exception):
@@ -122,6 +139,7 @@ def verdict(answer: dict[str, Any] | None, exitcode: int, limits: ProcessLimits)
     """The attempt's result from the child's (decoded) answer, else from how it ended (`exitcode` as
     `workers.forkserver` gives it: the exit status, or minus the signal that ended it)."""
     if answer is not None:
+        _spent.seconds += answer.get("cpu", 0.0)
         if "result" in answer:
             return answer["result"]
         if "crash" in answer:  # an exception no table makes a verdict (`workers.processing.failures`)
@@ -131,6 +149,7 @@ def verdict(answer: dict[str, Any] | None, exitcode: int, limits: ProcessLimits)
         sig = signal.Signals(-exitcode)
         # SIGPROF: the attempt's own CPU timer; SIGXCPU: RLIMIT_CPU, its backstop.
         if sig in (signal.SIGXCPU, signal.SIGPROF):
+            _spent.seconds += limits.cpu_seconds
             raise Rejected(
                 RejectionCode.TOO_COMPLEX, f"processing needs more than {limits.cpu_seconds} s of CPU"
             )
@@ -180,11 +199,15 @@ def answer_for(func: Callable[..., Any], args: tuple[Any, ...], out_of_memory: b
     """Run the attempt here: its encoded answer with status 0, or, with 70, the name of an exception that is
     not a verdict on the content (a crash: the job retries). A `MemoryError` anywhere, even
     while the answer is encoded, answers the pre-encoded `out_of_memory`."""
+    started = time.process_time()  # CPU time of the whole process, every thread
     try:
         try:
-            return Answer(json.dumps({"result": func(*args)}).encode()[:RESULT_LIMIT], 0, result=True)
+            result = func(*args)
+            cpu = round(time.process_time() - started, 3)
+            return Answer(json.dumps({"result": result, "cpu": cpu}).encode()[:RESULT_LIMIT], 0, result=True)
         except Rejected as rejected:
-            refusal = {"code": rejected.code.value, "message": rejected.message}
+            cpu = round(time.process_time() - started, 3)
+            refusal = {"code": rejected.code.value, "message": rejected.message, "cpu": cpu}
             return Answer(json.dumps(refusal).encode()[:RESULT_LIMIT], 0)
     except MemoryError:
         return Answer(out_of_memory, 0)

@@ -99,6 +99,11 @@ def test_a_ticket_an_upload_a_duplicate_and_a_rejection_move_the_counters(
     assert delta(before, after, stage_count, stage="fetch") == 2
     for stage in ("sniff", "image", "promote"):
         assert delta(before, after, stage_count, stage=stage) == 1
+    # What the decoding cost in the sandbox: only the good one reached the image processing.
+    cpu = "broker_processing_cpu_seconds"
+    assert delta(before, after, f"{cpu}_count", processing="image", outcome="ready") == 1
+    assert delta(before, after, f"{cpu}_sum", processing="image", outcome="ready") > 0
+    assert delta(before, after, f"{cpu}_count", processing="image", outcome="rejected") == 0
 
 
 def test_queue_gauges_match_the_queues(api, services):
