@@ -2,18 +2,25 @@
 
 The ticket (`app.tickets`) created the store's multipart upload at `temp/<id>` and fixed the part size; here
 every part URL signs its part's exact length, and completion is refused unless the stored parts add up to the
-declared size, so nothing beyond the ticket can be stored. Once the store has the whole object the upload is
-queued at once, as its `ObjectCreated:CompleteMultipartUpload` event would (which then finds it queued).
+declared size, so nothing beyond the ticket can be stored. Completion takes `pending` → `uploaded` in the
+database before it asks the store, so a cancel racing it cannot abort the parts under it; once the store has
+the whole object the upload is queued at once, as its `ObjectCreated:CompleteMultipartUpload` event would
+(which then finds it queued).
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from botocore.exceptions import ClientError
+from sqlalchemy import select
+
 from app.domain.multipart import (
+    MultipartRefusal,
     MultipartRefused,
     PartPlan,
     StoredPart,
@@ -23,7 +30,7 @@ from app.domain.multipart import (
 from app.domain.states import UploadStatus
 from app.intake import QueueUnavailable, queue_upload
 from app.models import Upload
-from app.repository import get_owned_upload
+from app.repository import advance, get_owned_upload
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -88,8 +95,20 @@ def stored_parts(services: Services, upload: Upload) -> list[StoredPart]:
     return parts
 
 
+# The store's answers to CompleteMultipartUpload that say it completed nothing.
+_REFUSED_COMPLETIONS = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload"})
+
+
 def complete(services: Services, upload: Upload, plan: PartPlan, claimed: dict[int, str]) -> str:
-    """Join the parts if they make up exactly the declared size, then queue the upload; returns its status."""
+    """Join the parts if they make up exactly the declared size, then queue the upload; returns its status.
+
+    The transition is decided first: `pending` → `uploaded` as a conditional UPDATE, committed before the
+    store is asked to complete. A cancel (DELETE) racing it either took `deleted` first — then this request
+    answers 409 `upload_closed` and touches nothing — or finds the upload `uploaded` and answers 409 without
+    aborting anything. Only the winner touches the store, so completing never meets an aborted upload. (No
+    lock is held across the store call: the local SNS posts the completion's event synchronously, and that
+    event's request must not wait for this one.) If the store then refuses to complete, the move is undone.
+    """
     assert upload.multipart_upload_id
     context = {"upload_id": upload.id, "key": upload.temp_key, "stage": "complete"}
     stored = {part.number: part for part in stored_parts(services, upload)}
@@ -98,11 +117,31 @@ def complete(services: Services, upload: Upload, plan: PartPlan, claimed: dict[i
     except MultipartRefused as refused:
         log.warning("completion refused", extra={**context, "outcome": refused.code.value})
         raise
-    etag = services.storage.complete_multipart(upload.temp_key, upload.multipart_upload_id, parts)
-    log.info("multipart completed", extra={**context, "outcome": "completed", "parts": len(parts)})
+    with services.db.session() as session:
+        won = advance(session, upload.id, UploadStatus.UPLOADED)
+        status = None if won else session.scalar(select(Upload.status).where(Upload.id == upload.id))
+    if not won:
+        log.info("completion lost the race", extra={**context, "outcome": "closed", "status": status})
+        raise MultipartUnavailable(MultipartState.CLOSED, f"the upload is {status}; it takes no parts")
     try:
+        etag = services.storage.complete_multipart(upload.temp_key, upload.multipart_upload_id, parts)
+    except ClientError as error:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code not in _REFUSED_COMPLETIONS:
+            raise  # the store may have completed: `uploaded` stands, its event or reconcile queues it
+        with services.db.session() as session:
+            advance(session, upload.id, UploadStatus.PENDING)  # nothing was stored: the ticket is open again
+        log.warning("completion refused by the store", extra={**context, "outcome": code})
+        if code == "NoSuchUpload":
+            message = "the store no longer holds this upload's parts"
+            raise MultipartUnavailable(MultipartState.CLOSED, message) from None
+        raise MultipartRefused(
+            MultipartRefusal.SIZE_MISMATCH, f"the store refused the parts: {code}"
+        ) from None
+    log.info(
+        "multipart completed", extra={**context, "outcome": "completed", "parts": len(parts), "etag": etag}
+    )
+    # If the queue is down, the upload stays `uploaded`: its S3 event, or else the reconcile sweep, queues it.
+    with suppress(QueueUnavailable):
         queue_upload(services, upload.id, etag, {**context, "source": "complete"})
-    except QueueUnavailable:
-        # The object is stored: its S3 event, or else the reconcile sweep, queues it later.
-        return UploadStatus.PENDING.value
     return UploadStatus.UPLOADED.value

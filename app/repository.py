@@ -20,6 +20,19 @@ def get_owned_upload(session: Session, upload_id: str, owner_id: str) -> Upload 
     return session.scalar(select(Upload).where(Upload.id == upload_id, Upload.owner_id == owner_id))
 
 
+def lock_upload(session: Session, upload_id: str, owner_id: str | None = None) -> Upload | None:
+    """The upload, its row locked until the transaction ends (`SELECT … FOR UPDATE` on PostgreSQL; SQLite has
+    no row locks and serializes writers instead, and every move is still a conditional UPDATE).
+
+    For a decision that must be taken once: whoever holds the lock sees the state no other transaction can
+    change before it commits; `advance` from another transaction waits for it, then re-checks its condition.
+    """
+    query = select(Upload).where(Upload.id == upload_id).with_for_update()
+    if owner_id is not None:
+        query = query.where(Upload.owner_id == owner_id)
+    return session.scalar(query)
+
+
 def advance(session: Session, upload_id: str, to: UploadStatus, **fields: Any) -> bool:
     """Move an upload to `to` if, and only if, its current state allows it.
 
