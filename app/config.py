@@ -13,6 +13,8 @@ from typing import Annotated, Self
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_NAMESPACE = "broker"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BROKER_", extra="ignore")
@@ -121,9 +123,12 @@ class Settings(BaseSettings):
     demo_dir: Path | None = None
 
     # --- one Redis, several deployments ---------------------------------------------------------------------
-    # Prefix of every key the broker itself writes to Redis (metrics, locks), so stacks sharing a Redis
-    # do not count into each other's numbers. RQ's own keys are separated by queue names.
-    redis_namespace: str = "broker"
+    # Prefix of every key the broker itself writes to Redis (metrics, locks, rate limits, the scheduler's
+    # lease), so stacks sharing a Redis do not count into each other's numbers. RQ's own keys are separated
+    # by queue names: with a namespace other than the default, the queues not named explicitly are
+    # `<namespace>-uploads`, `<namespace>-videos`, `<namespace>-documents`, so one stack's worker never takes
+    # another's jobs.
+    redis_namespace: str = DEFAULT_NAMESPACE
 
     @model_validator(mode="before")
     @classmethod
@@ -134,6 +139,14 @@ class Settings(BaseSettings):
             if isinstance(raw, str):
                 data[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
         return data
+
+    @model_validator(mode="after")
+    def _queues_in_the_namespace(self) -> Self:
+        if self.redis_namespace != DEFAULT_NAMESPACE:
+            for name in ("queue_name", "video_queue_name", "document_queue_name"):
+                if name not in self.model_fields_set:
+                    setattr(self, name, f"{self.redis_namespace}-{getattr(self, name)}")
+        return self
 
     @model_validator(mode="after")
     def _require_secrets_in_production(self) -> Self:
