@@ -13,7 +13,9 @@ from app.access import may_view, media_link, visible_visibilities
 from app.api.context import current_principal, services
 from app.api.edge import query_value
 from app.api.errors import ApiError, not_found
+from app.domain.errors import ErrorCode
 from app.domain.kinds import KINDS
+from app.domain.states import UploadStatus
 from app.models import Upload, Variant
 from app.removal import Removal, remove_upload
 from app.repository import get_upload, list_ready_media
@@ -57,14 +59,37 @@ def _variant(upload: Upload, variant: Variant) -> VariantLink:
     )
 
 
+# Statuses of an upload on its way to `ready`: its owner asking for the media is told to wait, not "no such".
+IN_FLIGHT = frozenset({UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.PROCESSING})
+
+
 @bp.get("/<id:upload_id>")
 def get_media(upload_id: str) -> Response:
     viewer = current_principal()
     with services().db.session() as session:
         upload = get_upload(session, upload_id)
+        if upload is not None and upload.owner_id == viewer.user_id and upload.status in IN_FLIGHT:
+            return not_ready(upload)
         if upload is None or not may_view(session, upload, viewer):
-            raise not_found()
+            raise not_found()  # anyone else learns nothing of an upload that is not ready (nor visible)
     return jsonify(media_wire(upload).model_dump(mode="json", exclude_none=True))
+
+
+def not_ready(upload: Upload) -> Response:
+    """409 `not_ready` with the upload's `status` beside the code, so a client polls on without a second call
+    (`GET /v1/uploads/<id>` says the same, and `rejected`/`failed` with the reason: those answer 404 here)."""
+    response = jsonify(
+        {
+            "error": {
+                "code": ErrorCode.NOT_READY.value,
+                "message": f"the upload is {upload.status}, not ready yet; ask again shortly",
+                "status": upload.status,
+            }
+        }
+    )
+    response.status_code = ErrorCode.NOT_READY.status
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 @bp.get("")

@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UPLOAD_IN_PROGRESS = "upload_in_progress"
+    NOT_READY = "not_ready"  # the owner asked for media whose upload is still in flight (its `status` said)
     NOT_MULTIPART = "not_multipart"  # parts asked of an upload with a POST ticket
     UPLOAD_CLOSED = "upload_closed"  # parts asked of an upload completed, cancelled or expired
     SIZE_MISMATCH = "size_mismatch"  # completion with parts that do not add up to the declared size
@@ -63,6 +64,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.UPLOAD_IN_PROGRESS: 409,
+    ErrorCode.NOT_READY: 409,
     ErrorCode.NOT_MULTIPART: 409,
     ErrorCode.UPLOAD_CLOSED: 409,
     ErrorCode.SIZE_MISMATCH: 422,

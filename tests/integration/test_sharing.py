@@ -191,3 +191,26 @@ def test_a_refused_resumable_ticket_is_refused_even_when_its_multipart_upload_ca
         storage.client.abort_multipart_upload(
             Bucket=storage.bucket, Key=upload.key, UploadId=upload.upload_id
         )
+
+
+def test_media_asked_for_too_early_is_not_ready_for_its_owner_and_no_such_upload_for_anyone_else(
+    alice, bob, drain
+):
+    """The README's poll step: right after the upload the owner is told "not ready yet" (409 `not_ready`,
+    with the status), never "no such upload"; others learn nothing of it until it is ready."""
+    ticket = alice.ticket("avatar", "image/jpeg", images.jpeg(64, 64))  # public once ready
+    waiting = alice.media(ticket["upload_id"])
+    assert waiting.status_code == 409
+    assert waiting.json()["error"]["code"] == "not_ready"
+    assert waiting.json()["error"]["status"] == "pending"
+    assert int(waiting.headers["Retry-After"]) > 0
+
+    upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(64, 64))
+    alice.wait_status(upload_id, {"uploaded"})
+    early = alice.media(upload_id).json()["error"]
+    assert (early["code"], early["status"]) == ("not_ready", "uploaded")
+    assert bob.media(upload_id).json()["error"]["code"] == "not_found"
+
+    drain()
+    assert alice.media(upload_id).status_code == 200
+    assert bob.media(upload_id).status_code == 200
