@@ -16,9 +16,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from schemas.errors import ErrorResponse
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
 from schemas.uploads import (
-    CONTEXT_ID_PATTERN,
     KIND_SCHEMA,
-    UUID_PATTERN,
     CompleteRequest,
     CompleteResponse,
     CreateUploadRequest,
@@ -190,24 +188,17 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-# Path parameters are ids (UUIDs, any case, as routing accepts them), except the owner's own document names.
-UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid", "pattern": UUID_PATTERN}
+# Path parameters are ids (UUIDs), except the owner's own document names.
+UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid"}
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
-    "document_id": {"type": "string", "pattern": CONTEXT_ID_PATTERN},
+    "document_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
 }
 
-# Query parameters as strict as the server reads them (app.api.edge.query_value): each at most once, never
-# empty, no control characters. A cursor is opaque: only what `next_cursor` returned (base64url).
+# Query parameters as strict as the server reads them.
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "owner": UUID_SCHEMA,
+    "owner": {"type": "string", "format": "uuid"},
     "kind": {"type": "string", **KIND_SCHEMA},
-    "cursor": {
-        "type": "string",
-        "pattern": "^[A-Za-z0-9_-]+$",
-        "description": "`next_cursor` of the last page",
-    },
     "limit": {"type": "integer", "minimum": 1, "maximum": 100},
-    "direction": {"type": "string", "enum": ["given", "received"], "default": "given"},
 }
 
 
