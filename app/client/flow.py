@@ -22,7 +22,7 @@ from app.client.bodies import OnRead
 from app.client.parts import NotTheSameFile, RetryPolicy, missing_parts, plan_for_resume, ranges
 from app.client.transfer import PartUrls, post_file, send_part, send_parts, store_session
 from app.domain.multipart import MiB, PartPlan
-from schemas.uploads import MediaResponse, MultipartPlan, UploadStatusResponse
+from schemas.uploads import MediaResponse, MultipartPlan, TicketResponse, UploadStatusResponse
 
 # Where waiting ends: the broker has nothing more to do with the upload (`failed` waits for ops).
 FINAL = frozenset({"ready", "rejected", "failed", "deleted", "expired", "superseded"})
@@ -96,7 +96,7 @@ class Uploader:
         self._etags: dict[int, str] = {}
 
     def start(self, file: LocalFile, ticket: TicketRequest) -> Result:
-        answer = self.api.create_upload(ticket)
+        answer = self._ticket(ticket)
         upload_id = self.state.upload_id = answer.upload_id
         how = answer.upload
         if isinstance(how, MultipartPlan):
@@ -113,6 +113,27 @@ class Uploader:
                     self._store, how, file.path, ticket.size, file.content_type, on_bytes, self.options.retry
                 )
         return self.wait(upload_id)
+
+    def _ticket(self, ticket: TicketRequest) -> TicketResponse:
+        """The ticket, asked again with backoff while the broker is unavailable (5xx, 429, no answer), as
+        parts are. A retry after an answer that was lost on the way leaves one unused `pending` ticket
+        behind, which expires and is swept like any other."""
+        retry = self.options.retry
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                return self.api.create_upload(ticket)
+            except ApiRefused as refused:
+                if not refused.transient or attempt == retry.attempts:
+                    raise
+                problem = f"the broker answered {refused.status} {refused.code}"
+            except Unreachable as unreachable:
+                if attempt == retry.attempts:
+                    raise
+                problem = str(unreachable)
+            delay = retry.delay(attempt)
+            self._say(f"ticket not issued ({problem}); trying again in {delay:g} s")
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def resume(self, upload_id: str, file: LocalFile) -> Result:
         self.state.upload_id = upload_id
