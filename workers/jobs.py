@@ -12,4 +12,5 @@ def process_upload(upload_id: str) -> str:
     job = get_current_job()
     # RQ decrements `retries_left` before each retry, so 0 (or no retry policy) means this is the last try.
     last_attempt = job is None or not job.retries_left
-    return pipeline.run(current_services(), upload_id, last_attempt)
+    first_attempt = job is None or job.retries_left == len(job.retry_intervals or ())
+    return pipeline.run(current_services(), upload_id, last_attempt, first_attempt)

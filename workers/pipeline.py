@@ -53,7 +53,7 @@ class Laps:
         self._last = now
 
 
-def run(services: Services, upload_id: str, last_attempt: bool) -> str:
+def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: bool = True) -> str:
     """Process one upload; returns the state it ended in (or was already in)."""
     laps = Laps()
     with services.db.session() as session:
@@ -76,8 +76,12 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
         metrics.job_finished("rejected", rejected.code.value, cpu_spent())
         return UploadStatus.REJECTED.value
     except Exception as error:
-        metrics.job_finished("failed" if last_attempt else "retry", _error_code(error), cpu_spent())
-        if last_attempt:
+        # A parser exception no table judges is the same on every try: retried once (the machine may have
+        # been at fault), then final, instead of using up every retry on the same file.
+        repeated_crash = isinstance(error, ProcessingCrashed) and error.raised and not first_attempt
+        final = last_attempt or repeated_crash
+        metrics.job_finished("failed" if final else "retry", _error_code(error), cpu_spent())
+        if final:
             with services.db.session() as session:
                 advance(
                     session,
@@ -88,8 +92,10 @@ def run(services: Services, upload_id: str, last_attempt: bool) -> str:
                 )
         log.exception(
             "processing error",
-            extra={**context, "stage": "process", "outcome": "failed" if last_attempt else "will_retry"},
+            extra={**context, "stage": "process", "outcome": "failed" if final else "will_retry"},
         )
+        if repeated_crash:
+            return UploadStatus.FAILED.value  # no further retry: ops see it in `failed` and can retry it
         raise
     metrics.job_finished("ready", cpu_seconds=cpu_spent())
     laps.lap("metrics")

@@ -84,7 +84,13 @@ def cpu_spent(reset: bool = False) -> float:
 
 
 class ProcessingCrashed(Exception):
-    """The child ended without an answer for a reason that is not a verdict on the content."""
+    """The child ended without an answer for a reason that is not a verdict on the content. `raised`: it
+    raised an exception no table judges (the same file will likely raise it again), rather than dying of a
+    signal or an exit from outside."""
+
+    def __init__(self, message: str, raised: bool = False) -> None:
+        super().__init__(message)
+        self.raised = raised
 
 
 def run_limited(func: Callable[..., Any], *args: Any, limits: ProcessLimits) -> Any:
@@ -143,7 +149,7 @@ def verdict(answer: dict[str, Any] | None, exitcode: int, limits: ProcessLimits)
         if "result" in answer:
             return answer["result"]
         if "crash" in answer:  # an exception no table makes a verdict (`workers.processing.failures`)
-            raise ProcessingCrashed(f"processing raised {answer['crash']}")
+            raise ProcessingCrashed(f"processing raised {answer['crash']}", raised=True)
         raise Rejected(RejectionCode(answer["code"]), answer["message"])
     if exitcode < 0:
         sig = signal.Signals(-exitcode)

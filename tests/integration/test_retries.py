@@ -65,3 +65,35 @@ def test_a_replayed_job_for_a_ready_upload_changes_nothing(alice, services, sett
     drain()
 
     assert alice.status(upload_id).json() == before
+
+
+def raise_unlisted(*_args: object) -> None:
+    """A processing attempt that raises what no table judges (run in the sandbox, like every decoder)."""
+    raise NotImplementedError("a parser's unknown branch")
+
+
+def crashing_processor(source, mime, kind, settings, workdir):
+    from workers.sandbox import ProcessLimits
+    from workers.sandbox_host import run_attempt
+
+    return run_attempt(raise_unlisted, str(source), limits=ProcessLimits(5, 64 * 1024 * 1024))
+
+
+def test_an_exception_no_table_judges_is_retried_once_then_failed_with_its_name(
+    alice, services, settings, monkeypatch
+):
+    from workers import processing
+
+    monkeypatch.setitem(processing.PROCESSORS, Processing.IMAGE, crashing_processor)
+    upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
+    alice.wait_status(upload_id, {"uploaded"})
+    settings_with_retries = len(settings.job_retry_intervals)
+    assert settings_with_retries >= 2  # so "once" is fewer than the job's retries
+
+    work_with(services, services, rounds=settings_with_retries + 1)
+
+    status = alice.status(upload_id).json()
+    assert status["status"] == "failed"
+    assert "NotImplementedError: a parser's unknown branch" in status["error"]["message"]
+    job = services.queue.fetch_job(processing_job_id(upload_id))
+    assert job is not None and job.retries_left == settings_with_retries - 1  # one retry, not all of them
