@@ -167,15 +167,20 @@ def unknown_codec(source: Path, path: Path, fourcc: bytes = b"dav1") -> Path:
 def with_user_data_sei(source: Path, path: Path, text: str) -> Path:
     """`source` remuxed with an SEI "user data unregistered" message carrying `text` (a location, say) in
     front of every video packet, as H.264 or HEVC NAL units."""
+    with av.open(str(source)) as inp:
+        codec = inp.streams.video[0].codec_context.name
+    return with_prefix(source, path, _length_prefixed(_user_data_sei(codec, text.encode())))
+
+
+def with_prefix(source: Path, path: Path, prefix: bytes, suffix: bytes = b"") -> Path:
+    """`source` remuxed with `prefix` in front of every video packet's bytes (and `suffix` behind)."""
     with av.open(str(source)) as inp, av.open(str(path), "w", format="mp4") as out:
         video = inp.streams.video[0]
-        codec = video.codec_context.name
         copied = out.add_stream_from_template(video)
-        sei = _length_prefixed(_user_data_sei(codec, text.encode()))
         for packet in inp.demux(video):
             if not packet.size:
                 continue
-            marked = av.Packet(sei + bytes(packet))
+            marked = av.Packet(prefix + bytes(packet) + suffix)
             marked.pts, marked.dts, marked.time_base = packet.pts, packet.dts, packet.time_base
             marked.is_keyframe = packet.is_keyframe
             marked.stream = copied

@@ -348,6 +348,24 @@ def test_a_location_in_sei_user_data_is_in_no_stored_file(tmp_path: Path, codec:
     assert _frame_count(processed.main.path) == _frame_count(source)  # still every picture
 
 
+@pytest.mark.parametrize(
+    ("prefix", "suffix"),
+    [(b"", bytes(4)), (b"\x00\x00\x00\x09\x06", b"")],
+    ids=["empty-last-unit", "length-past-the-end"],
+)
+def test_a_nal_unit_of_a_bad_length_is_judged_not_a_crash(tmp_path: Path, prefix: bytes, suffix: bytes):
+    # What the user-data filter reads first; the corpus' sample_with_invalid_nalu.mp4 (an empty last unit)
+    # crashed it with an IndexError.
+    clip = videos.clip(tmp_path / "clip.mp4")
+    source = videos.with_prefix(clip, tmp_path / "bad.mp4", prefix, suffix)
+    try:
+        processed = _run(source, tmp_path)
+    except Rejected as refused:
+        assert refused.code is RejectionCode.CORRUPT
+    else:
+        assert _frame_count(processed.main.path) == 45
+
+
 @pytest.mark.parametrize(("transfer", "signal"), [(18, 0.75), (16, 0.58)], ids=["hlg", "pq"])
 def test_the_720p_of_an_hdr_video_is_bt709_sdr(tmp_path: Path, transfer: int, signal: float):
     # HDR reference white (HLG 75 %, PQ 58 %: 203 nits) should look white on an SDR phone, not grey.

@@ -99,7 +99,7 @@ class UserDataStripper:
         dropped = False
         while offset + size <= len(data):
             end = offset + size + int.from_bytes(data[offset : offset + size], "big")
-            if end > len(data):  # a length past the packet: left for the decoder to judge
+            if end > len(data) or end == offset + size:  # past the packet, or empty: the decoder judges
                 return packet
             unit_type = (data[offset + size] >> 1) & 0x3F if self.hevc else data[offset + size] & 0x1F
             if unit_type in self.dropped:
