@@ -33,15 +33,37 @@ lock:
 install: $(VENV)/.installed-dev
 
 # Node.js comes from the machine (or Debian's packages, as root); the packages from the npm registry, as locked.
-npm-projects:
-	@[ -z "$(NPM_PROJECTS)" ] || command -v npm >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
+# Only what changed is redone: `npm ci` when a project's lock file changed, its build when its package.json,
+# lock or any source file changed (stamps in its node_modules/, which `npm ci` recreates). Nothing changed:
+# `make npm-projects` takes well under a second.
+define NPM_TOOLCHAIN
+	@command -v npm >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ] \
 	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
-	@[ -z "$(NPM_PROJECTS)" ] || node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
 	  || { echo "make: the npm projects need Node.js 20.19 or newer (this is $$(node --version)); Debian 12's nodejs is 18" >&2; exit 1; }
-	@for project in $(dir $(NPM_PROJECTS)); do \
-	  echo "npm: building $$project"; \
-	  (cd $$project && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) || exit 1; \
-	done
+endef
+
+# A project's sources: every file in it but its installed packages and its build output.
+npm_sources = $(shell find $(1) \( -name node_modules -o -name dist \) -prune -o -type f -print)
+
+define NPM_PROJECT
+$(1)/node_modules/.package-lock.json: $(1)/package-lock.json
+	$$(NPM_TOOLCHAIN)
+	@echo "npm: installing $(1) (npm ci)"
+	@cd $(1) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $$@
+
+$(1)/node_modules/.broker-built: $(1)/node_modules/.package-lock.json $(call npm_sources,$(1))
+	$$(NPM_TOOLCHAIN)
+	@echo "npm: building $(1)"
+	@cd $(1) && npm run --silent build
+	@touch $$@
+endef
+
+NPM_DIRS := $(patsubst %/package.json,%,$(NPM_PROJECTS))
+$(foreach project,$(NPM_DIRS),$(eval $(call NPM_PROJECT,$(project))))
+
+npm-projects: $(foreach project,$(NPM_DIRS),$(project)/node_modules/.broker-built)
 
 # Redis: `broker dev` uses BROKER_REDIS_URL if it answers, else starts a private redis-server; on a bare
 # Debian machine (as root) the server is installed first.
