@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from workers.followups import run_follow_ups
 from workers.processing import processor_for
 from workers.processing.outputs import Processed
 from workers.sandbox import ProcessingCrashed, cpu_spent
+from workers.stages import kept
 from workers.stages.fetch import fetch
 from workers.stages.promote import MAIN, StoredFile, promote
 from workers.stages.sniff import sniff
@@ -72,6 +74,7 @@ def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: b
     try:
         _process(services, upload, context, laps)
     except Rejected as rejected:
+        kept.forget(upload_id)
         _reject(services, upload, rejected, context)
         metrics.job_finished("rejected", rejected.code.value, cpu_spent())
         return UploadStatus.REJECTED.value
@@ -80,8 +83,21 @@ def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: b
         # been at fault), then final, instead of using up every retry on the same file.
         repeated_crash = isinstance(error, ProcessingCrashed) and error.raised and not first_attempt
         final = last_attempt or repeated_crash
-        metrics.job_finished("failed" if final else "retry", _error_code(error), cpu_spent())
+        code = _error_code(error)
+        metrics.job_finished("failed" if final else "retry", code, cpu_spent())
+        if code == "DiskFull":
+            temp = tempfile.gettempdir()
+            log.error(
+                "disk full: the attempt could not write its files",
+                extra={
+                    **context,
+                    "stage": "process",
+                    "directory": temp,
+                    "free_bytes": shutil.disk_usage(temp).free,
+                },
+            )
         if final:
+            kept.forget(upload_id)
             with services.db.session() as session:
                 advance(
                     session,
@@ -97,6 +113,7 @@ def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: b
         if repeated_crash:
             return UploadStatus.FAILED.value  # no further retry: ops see it in `failed` and can retry it
         raise
+    kept.forget(upload_id)
     metrics.job_finished("ready", cpu_seconds=cpu_spent())
     laps.lap("metrics")
     log.info(
@@ -118,38 +135,55 @@ def _process(services: Services, upload: Upload, context: dict[str, str], laps: 
     with tempfile.TemporaryDirectory(prefix="broker-") as workdir_name:
         workdir = Path(workdir_name)
         metrics.job_stage("fetch")
-        source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, workdir)
-        log.info("fetched", extra={**context, "stage": "fetch", "outcome": "ok"})
+        source = kept.take(upload.id, workdir)
+        reused = source is not None
+        if source is None:
+            source = fetch(services.storage, upload.temp_key, kind, upload.declared_size, workdir)
+        log.info("fetched", extra={**context, "stage": "fetch", "outcome": "kept" if reused else "ok"})
         laps.lap("fetch")
-        metrics.job_stage("sniff")
-        mime = sniff(source, upload.declared_type)
-        processing = processing_for(mime)
-        laps.lap("sniff")
-        metrics.job_stage(processing.value)
         try:
-            processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
-        except ProcessingCrashed as crash:
-            # Not a verdict: the job retries. The file's digest lets ops find it, and a crash that is the
-            # file's fault becomes the next entry of `workers.processing.failures`.
-            log.error(
-                "processing crashed",
-                extra={**context, "stage": processing.value, "sha256": _sha256(source), "error": str(crash)},
-            )
+            _process_fetched(services, upload, context, laps, source, workdir)
+        except Rejected:
             raise
-        laps.lap(processing.value)
-        log.info(
-            "processed",
-            extra={
-                **context,
-                "stage": processing.value,
-                "outcome": "ok",
-                "variants": sorted(processed.variants),
-            },
+        except Exception:
+            if kept.keep(upload.id, source):
+                log.info("fetched file kept for the retry", extra={**context, "stage": "fetch"})
+            raise
+
+
+def _process_fetched(
+    services: Services, upload: Upload, context: dict[str, str], laps: Laps, source: Path, workdir: Path
+) -> None:
+    kind = KINDS[upload.kind]
+    metrics.job_stage("sniff")
+    mime = sniff(source, upload.declared_type)
+    processing = processing_for(mime)
+    laps.lap("sniff")
+    metrics.job_stage(processing.value)
+    try:
+        processed = processor_for(processing)(source, mime, kind, services.settings, workdir)
+    except ProcessingCrashed as crash:
+        # Not a verdict: the job retries. The file's digest lets ops find it, and a crash that is the
+        # file's fault becomes the next entry of `workers.processing.failures`.
+        log.error(
+            "processing crashed",
+            extra={**context, "stage": processing.value, "sha256": _sha256(source), "error": str(crash)},
         )
-        metrics.job_stage("promote")
-        key = _final_key(services, upload, processed.main.extension)
-        stored = promote(services.storage, services.settings, upload, key, processed)
-        laps.lap("store")
+        raise
+    laps.lap(processing.value)
+    log.info(
+        "processed",
+        extra={
+            **context,
+            "stage": processing.value,
+            "outcome": "ok",
+            "variants": sorted(processed.variants),
+        },
+    )
+    metrics.job_stage("promote")
+    key = _final_key(services, upload, processed.main.extension)
+    stored = promote(services.storage, services.settings, upload, key, processed)
+    laps.lap("store")
     _record_ready(services, upload, stored, processed)
     laps.lap("ready")
     # After `ready`: a failed delete only leaves garbage for the temp clean-up, never a lost upload.

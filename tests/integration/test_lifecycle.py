@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.cron import CronScheduler
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -45,6 +45,7 @@ from tests import images
 from tests.support import REPO, BrokerClient, ServedApp, own_queues, settings_env
 from workers import cleanup, context, lifecycle
 from workers.hooks import food_recognition_job_id
+from workers.worker import InProcessWorker
 
 S = UploadStatus
 
@@ -80,7 +81,9 @@ class Stack:
         """Run every job of this stack's queue with a real RQ worker, against this stack's services."""
         context.use_services(self.services)
         try:
-            SimpleWorker([self.queue], connection=self.services.redis).work(burst=True, with_scheduler=False)
+            InProcessWorker([self.queue], connection=self.services.redis).work(
+                burst=True, with_scheduler=False
+            )
         finally:
             context.use_services(self.session_services)
 

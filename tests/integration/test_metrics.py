@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from app import create_app, metrics
 from app.auth import mint_token
@@ -22,6 +22,7 @@ from app.devstack.processes import free_port
 from app.services import Services
 from tests import images
 from tests.support import REPO, BrokerClient, ServedApp, settings_env
+from workers.worker import InProcessWorker
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 MiB = 1024 * 1024
@@ -113,7 +114,7 @@ def test_queue_gauges_match_the_queues(api, services):
             queue.enqueue("time.sleep", 0)
         queue.enqueue_in(timedelta(hours=1), "time.sleep", 0)
         failing = queue.enqueue("builtins.int", "x", at_front=True)
-        SimpleWorker([queue], connection=services.redis).work(burst=True, max_jobs=1)  # runs `failing`
+        InProcessWorker([queue], connection=services.redis).work(burst=True, max_jobs=1)  # runs `failing`
 
         samples = scrape(api.url)
 

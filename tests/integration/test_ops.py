@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 from rq.registry import FailedJobRegistry
 
 from app.devstack.processes import free_port
@@ -23,6 +23,7 @@ from app.services import Services
 from tests import images
 from tests.support import REPO, settings_env
 from workers import context
+from workers.worker import InProcessWorker
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def run_until_failed(services: Services, worker_services: Services, job_id: str,
     try:
         deadline = time.monotonic() + 25
         while job_id not in failed and time.monotonic() < deadline:
-            SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
+            InProcessWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
             if job_id not in failed:
                 on_wait()
                 time.sleep(0.2)
@@ -146,7 +147,7 @@ def test_retry_needs_ids_or_all_and_reports_unknown_ids(broker):
 def test_retry_all_then_purge_with_confirmation(private_queues, services, broker):
     private_queue = private_queues()
     job = private_queue.enqueue("builtins.int", "not a number", failure_ttl=600)
-    worker = SimpleWorker([private_queue], connection=services.redis)
+    worker = InProcessWorker([private_queue], connection=services.redis)
     worker.work(burst=True, with_scheduler=False)  # ValueError: a real failure
 
     [listed] = ok_json(broker("failed", "list", "--queue", private_queue.name, "--json"))

@@ -9,12 +9,12 @@ import time
 import pytest
 import requests
 from PIL import Image
-from rq import SimpleWorker
 
 from app.services import Services
 from tests import images
 from tests.support import BrokerClient
 from workers import context
+from workers.worker import InProcessWorker
 
 
 @pytest.fixture
@@ -27,7 +27,9 @@ def drain_with(services: Services, settings):
         made.append(custom)
         context.use_services(custom)
         try:
-            SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=False)
+            InProcessWorker([services.queue], connection=services.redis).work(
+                burst=True, with_scheduler=False
+            )
         finally:
             context.use_services(services)
 

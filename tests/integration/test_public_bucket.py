@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 
 import requests
-from rq import SimpleWorker
 
 from app.devstack.local_s3 import create_bucket
 from tests import images
 from tests.support import BrokerClient
 from workers import context
+from workers.worker import InProcessWorker
 
 
 def test_public_media_are_promoted_to_the_public_bucket_and_deleted_from_it(
@@ -26,7 +26,7 @@ def test_public_media_are_promoted_to_the_public_bucket_and_deleted_from_it(
     client.wait_status(photo_id, {"uploaded"})  # the temp object is in the main bucket, whose events we get
     context.use_services(own)
     try:
-        SimpleWorker(own.processing_queues, connection=own.redis).work(burst=True, with_scheduler=False)
+        InProcessWorker(own.processing_queues, connection=own.redis).work(burst=True, with_scheduler=False)
     finally:
         context.use_services(services)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 from app import create_app
 from app.config import Settings
@@ -35,6 +35,7 @@ from tests import images
 from tests.conftest import WEBHOOK_TOKEN, client_for, postgres_available
 from tests.support import BrokerClient, ServedApp, own_queues
 from workers import context
+from workers.worker import InProcessWorker
 
 pytestmark = pytest.mark.skipif(not postgres_available(), reason="the races are run on PostgreSQL")
 
@@ -60,7 +61,9 @@ class Stack:
     def drain(self) -> None:
         context.use_services(self.services)
         try:
-            SimpleWorker(self.queues, connection=self.services.redis).work(burst=True, with_scheduler=False)
+            InProcessWorker(self.queues, connection=self.services.redis).work(
+                burst=True, with_scheduler=False
+            )
         finally:
             context.use_services(self.session_services)
 

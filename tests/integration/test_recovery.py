@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from rq import Retry, SimpleWorker, get_current_job
+from rq import Retry, get_current_job
 from rq.job import Job
 
 from app.config import Settings
@@ -35,6 +35,7 @@ from tests.support import REPO, BrokerClient, own_queues, settings_env, stop_pro
 from workers import lifecycle, scheduled
 from workers.context import current_services, use_services
 from workers.jobs import process_upload
+from workers.worker import InProcessWorker
 
 RETRIES = (1, 1)
 HEARTBEAT_EXPIRED = lifecycle.JOB_HEARTBEAT_SECONDS + lifecycle.RQ_HEARTBEAT_GRACE_SECONDS + 1
@@ -241,7 +242,9 @@ def test_an_upload_whose_job_vanished_with_redis_is_requeued_by_the_next_reconci
     ]
     use_services(after_grace)  # the in-process worker below runs jobs against this stack
     try:
-        SimpleWorker([after_grace.queue], connection=after_grace.redis).work(burst=True, with_scheduler=False)
+        InProcessWorker([after_grace.queue], connection=after_grace.redis).work(
+            burst=True, with_scheduler=False
+        )
     finally:
         use_services(services)
         after_grace.db.dispose()

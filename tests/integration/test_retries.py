@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 
-from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
 from app.devstack.processes import free_port
@@ -14,6 +13,7 @@ from app.queueing import enqueue_processing, processing_job_id
 from app.services import Services
 from tests import images
 from workers import context
+from workers.worker import InProcessWorker
 
 
 def work_with(services: Services, worker_services: Services, rounds: int = 1) -> None:
@@ -23,7 +23,7 @@ def work_with(services: Services, worker_services: Services, rounds: int = 1) ->
         for round_ in range(rounds):
             if round_:
                 time.sleep(1.2)  # retry intervals in the test settings are 1 s
-            SimpleWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
+            InProcessWorker([services.queue], connection=services.redis).work(burst=True, with_scheduler=True)
     finally:
         context.use_services(services)
 
@@ -97,3 +97,41 @@ def test_an_exception_no_table_judges_is_retried_once_then_failed_with_its_name(
     assert "NotImplementedError: a parser's unknown branch" in status["error"]["message"]
     job = services.queue.fetch_job(processing_job_id(upload_id))
     assert job is not None and job.retries_left == settings_with_retries - 1  # one retry, not all of them
+
+
+def die_of_a_signal(*_args: object) -> None:
+    """A processing attempt killed from outside (a container limit, an operator), not by its file."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def killed_processor(source, mime, kind, settings, workdir):
+    from workers.sandbox import ProcessLimits
+    from workers.sandbox_host import run_attempt
+
+    return run_attempt(die_of_a_signal, limits=ProcessLimits(5, 64 * 1024 * 1024))
+
+
+def test_the_retry_after_a_crash_processes_the_kept_file_without_fetching_it_again(
+    alice, services, settings, monkeypatch
+):
+    from workers import processing
+    from workers.stages.kept import KEPT_DIR
+
+    real = processing.PROCESSORS[Processing.IMAGE]
+    monkeypatch.setitem(processing.PROCESSORS, Processing.IMAGE, killed_processor)
+    upload_id = alice.upload("avatar", "image/jpeg", images.jpeg(400, 300))
+    alice.wait_status(upload_id, {"uploaded"})
+    work_with(services, services)  # the first attempt: fetched, then the sandbox is killed
+    assert alice.status(upload_id).json()["status"] == "processing"
+    assert [path.name for path in KEPT_DIR.glob(f"{upload_id}.*")] != []
+
+    # The temp object is gone from the store: only the kept file can make the retry succeed.
+    services.storage.delete(f"temp/{upload_id}")
+    monkeypatch.setitem(processing.PROCESSORS, Processing.IMAGE, real)
+    work_with(services, services, rounds=2)
+
+    assert alice.status(upload_id).json()["status"] == "ready"
+    assert list(KEPT_DIR.glob(f"{upload_id}.*")) == []  # forgotten once the upload ended
