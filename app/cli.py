@@ -108,7 +108,14 @@ def worker(burst: bool, queue_names: tuple[str, ...], with_scheduler: bool) -> N
 
 
 @main.command()
-@click.option("--user", "user_id", default=None, type=click.UUID, help="user UUID (default: a new one)")
+@click.option(
+    "--user",
+    "user_id",
+    default=None,
+    type=click.UUID,
+    envvar="BROKER_DEV_USER",
+    help="user UUID [default: $BROKER_DEV_USER (var/dev.env: the dev user of the banner's token), else a new one]",
+)
 @click.option("--role", "roles", multiple=True, help="e.g. staff; repeatable")
 @click.option("--hours", default=12, show_default=True, type=int)
 def token(user_id: uuid.UUID | None, roles: tuple[str, ...], hours: int) -> None:
@@ -117,7 +124,7 @@ def token(user_id: uuid.UUID | None, roles: tuple[str, ...], hours: int) -> None
     from app.devstack.secrets import dev_secrets
 
     secret = get_settings().jwt_secret or dev_secrets().jwt_secret
-    user = str(user_id or uuid.uuid4())
+    user = str(user_id or uuid.uuid4())  # an explicit --user wins over $BROKER_DEV_USER
     click.echo(mint_token(secret, user, list(roles), timedelta(hours=hours)))
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from app.auth import mint_token
+from app.broker_command import broker_command
 from app.cli_lifecycle import Duration
 from app.client.api import ApiRefused, BrokerApi, TicketRequest, Unreachable
 from app.client.flow import CannotResume, LocalFile, Options, Phase, Result, Uploader, WaitTimedOut
@@ -57,7 +58,11 @@ def register_upload_commands(main: click.Group) -> None:
 @click.option("--timeout", "wait_timeout", default="10m", show_default=True, type=Duration(), help="wait")
 @click.option("--api", "api_url", envvar="BROKER_API_URL", default=DEFAULT_API, show_default=True)
 @click.option("--token", envvar="BROKER_TOKEN", help="bearer token [env BROKER_TOKEN]")
-@click.option("--user", type=click.UUID, help="with BROKER_JWT_SECRET and no token: mint one for this user")
+@click.option(
+    "--user",
+    type=click.UUID,
+    help="with BROKER_JWT_SECRET and no token: mint one for this user [default: $BROKER_DEV_USER, the dev user]",
+)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @click.pass_context
 def upload(
@@ -139,13 +144,13 @@ def _token(token: str | None, user: uuid.UUID | None) -> str:
         raise click.UsageError(
             "no token: give --token or set BROKER_TOKEN (next to `broker dev`: set -a; . var/dev.env; set +a)"
         )
-    from app.devstack.dev import DEV_USER  # only when minting: the dev stack's wiring is not the client's
+    from app.devstack.dev_env import dev_user  # only when minting: the dev stack's wiring is not the client's
 
-    return mint_token(secret, str(user or DEV_USER), ttl=DEV_TOKEN_TTL)
+    return mint_token(secret, str(user or dev_user()), ttl=DEV_TOKEN_TTL)
 
 
 def _resume_hint(ctx: click.Context, file: Path, kind: str | None) -> str:
-    words = ["broker", "upload", shlex.quote(str(file))]
+    words = [broker_command(), "upload", shlex.quote(str(file))]
     words += ["--kind", kind] if kind else []
     if ctx.get_parameter_source("api_url") == click.core.ParameterSource.COMMANDLINE:
         words += ["--api", shlex.quote(ctx.params["api_url"])]

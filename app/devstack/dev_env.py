@@ -9,13 +9,30 @@ from __future__ import annotations
 
 import os
 import shlex
+import uuid
 from pathlib import Path
 
+import click
+
+from app.broker_command import broker_command, broker_script
 from app.config import Settings
 from app.devstack.local_s3 import LocalS3, local_credentials_env
 from app.devstack.secrets import dev_secrets
 
 DEV_ENV = Path("var/dev.env")
+# The user the banner's token is for; `broker token` and `broker upload` default to it where var/dev.env is
+# loaded. A UUID the user exports as BROKER_DEV_USER wins.
+DEV_USER = "00000000-0000-4000-8000-000000000001"
+DEV_USER_VARIABLE = "BROKER_DEV_USER"
+
+
+def dev_user() -> str:
+    """The dev stack's user: $BROKER_DEV_USER (a UUID, else a usage error), else the fixed dev user."""
+    value = os.environ.get(DEV_USER_VARIABLE) or DEV_USER
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise click.UsageError(f"{DEV_USER_VARIABLE}={value!r} is not a UUID") from None
 
 
 def user_set(settings: Settings, name: str) -> bool:
@@ -65,8 +82,16 @@ def write_dev_env(env: dict[str, str], path: Path = DEV_ENV) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# written by `broker dev` while it runs; load with: set -a; . var/dev.env; set +a"]
     lines += [f"{name}={shlex.quote(value)}" for name, value in effective_env(env).items()]
+    script = broker_script()
+    if script is not None:  # this stack's `broker` first on PATH, so the banner's hints work as printed
+        lines.append(f'PATH={shlex.quote(str(script.parent))}:"$PATH"')
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+def dev_env_command() -> str:
+    """How a shell that loaded var/dev.env runs `broker`: by name when the file puts this one on PATH."""
+    return "broker" if broker_script() is not None else broker_command()

@@ -29,6 +29,11 @@ LOCAL_SECRET_KEY = "local-broker-secret"
 LOCAL_REGION = "us-east-1"
 TOPIC_NAME = "upload-broker-events"
 
+# The moto server of `broker dev` provisions itself (`app.devstack.provision`): until it is done it answers
+# everyone but requests with this header 503, and this path 503 (then 200).
+PROVISIONING_HEADER = "X-Local-Stack-Provisioning"
+PROVISIONED_PATH = "/_local/provisioned"
+
 # Locally any origin may upload: the ticket is the authority. Every other rule is the template's.
 LOCAL_ORIGINS = ["*"]
 
@@ -46,6 +51,7 @@ class LocalS3:
     moto_url: str  # SNS, the certificate host, and S3 for the broker's own requests
     s3_url: str  # the gate: S3 as clients see it (presigned URLs and public links name it)
     processes: list[ManagedProcess] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # added to every request of `client()`
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -53,7 +59,7 @@ class LocalS3:
 
     def client(self, service: str) -> Any:
         endpoint = self.s3_url if service == "s3" else self.moto_url
-        return boto3.client(
+        client = boto3.client(
             service,
             endpoint_url=endpoint,
             region_name=LOCAL_REGION,
@@ -61,18 +67,27 @@ class LocalS3:
             aws_secret_access_key=LOCAL_SECRET_KEY,
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
+        if self.headers:
+            client.meta.events.register("before-sign.*.*", self._add_headers)
+        return client
+
+    def _add_headers(self, request: Any, **_: Any) -> None:
+        for name, value in self.headers.items():
+            request.headers[name] = value
 
 
-def start_local_s3(log_dir: Path) -> LocalS3:
+def start_local_s3(log_dir: Path, provision: str | None = None) -> LocalS3:
+    """moto and the gate on free ports. With `provision` (a `provision.Wiring` as JSON), moto makes the
+    stack's buckets, topic and wiring itself whenever it starts, a restart included, and serves nobody else
+    until they exist; this returns once they do."""
     moto_port, gate_port = free_port(), free_port()
-    moto = ManagedProcess(
-        "moto",
-        python_module("app.devstack.moto_server", "--host", LOOPBACK, "--port", str(moto_port)),
-        log_dir,
-    )
+    argv = python_module("app.devstack.moto_server", "--host", LOOPBACK, "--port", str(moto_port))
+    moto = ManagedProcess("moto", [*argv, "--provision", provision] if provision else argv, log_dir)
     stack = LocalS3(f"http://{LOOPBACK}:{moto_port}", f"http://{LOOPBACK}:{gate_port}", [moto])
     try:
         moto.wait_http(f"{stack.moto_url}/moto-api/")
+        if provision:
+            moto.wait_http(f"{stack.moto_url}{PROVISIONED_PATH}", ok_only=True)
         gate = ManagedProcess(
             "s3-gate",
             python_module(

@@ -69,38 +69,74 @@ def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def http_answers(url: str, ok_only: bool = False, timeout: float = 1.0) -> bool:
+    """Whether `url` answers (`ok_only`: with a 2xx) within `timeout` seconds."""
+    try:
+        answer = requests.get(url, timeout=timeout)
+    except requests.RequestException:
+        return False
+    return answer.ok or not ok_only
+
+
 class ManagedProcess:
-    """A child process with a name, its output in a log file, stopped with SIGTERM then SIGKILL."""
+    """A child process with a name, its output in a log file, stopped with SIGTERM then SIGKILL; `restart`
+    runs the same command again, appending to the same log."""
 
     def __init__(
         self, name: str, argv: Sequence[str], log_dir: Path, env: Mapping[str, str] | None = None
     ) -> None:
         self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            list(argv),
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env=self.env,
             start_new_session=True,  # Ctrl-C reaches the supervisor, which stops children in order
         )
+
+    def restart(self) -> None:
+        """Run the command again once the last run has exited; whatever it left in its process group (a
+        server's forked workers) is killed first, so the new run finds its port and its files free."""
+        assert not self.alive(), f"{self.name} still runs"
+        with contextlib.suppress(OSError):
+            os.killpg(
+                self.process.pid, signal.SIGKILL
+            )  # the group outlives its leader only through leftovers
+        if self._log.closed:
+            self._log = self.log_path.open("ab")
+        self.process = self._spawn()
+
+    def exit_reason(self) -> str:
+        """How the last run ended: `exit status 1`, `killed by SIGKILL`."""
+        code = self.process.poll()
+        if code is None:
+            return "running"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+            return f"killed by signal {-code}"
+        return f"exit status {code}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        """Block until `url` answers any HTTP status, or fail with the tail of the child's log."""
+    def wait_http(self, url: str, timeout: float = 30.0, ok_only: bool = False) -> None:
+        """Block until `url` answers any HTTP status (`ok_only`: a 2xx), or fail with the tail of the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
                 break
-            try:
-                requests.get(url, timeout=1)
+            if http_answers(url, ok_only):
                 return
-            except requests.RequestException:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not start; last log lines:\n{self.tail()}")
 
     def tail(self, lines: int = 30) -> str:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,6 +91,14 @@ class StoreLink:
 
     def close(self) -> None:
         self.listener.close()
+
+
+def assert_runs_this_broker(word: str, search_path: str) -> None:
+    """The hint's command, pasted into a shell with this PATH, runs this checkout's `broker`: by name when
+    PATH finds it, else by its path."""
+    script = Path(sys.executable).parent / "broker"
+    found = shutil.which(word, path=search_path) if word == "broker" else word
+    assert found and Path(found).resolve() == script.resolve(), (word, search_path)
 
 
 class Run:
@@ -210,11 +219,12 @@ def test_a_40_mb_video_stalled_midway_and_stopped_with_ctrl_c_is_resumed_with_on
     assert listed == [(1, 8 * MiB)]
     assert link.parts_put == [1, 2]
     resume_line = run.err_lines[-1]
-    assert f"1 of 5 parts of upload {upload_id} are stored; resume with: broker upload" in resume_line
+    assert f"1 of 5 parts of upload {upload_id} are stored; resume with: " in resume_line
 
     link.budget = None  # the connection is back
     command = shlex.split(resume_line.split("resume with: ", 1)[1])
-    assert command[:2] == ["broker", "upload"] and command[-2:] == ["--resume", upload_id]
+    assert_runs_this_broker(command[0], os.environ["PATH"])
+    assert command[1] == "upload" and command[-2:] == ["--resume", upload_id]
     resumed = upload_cli(*command[2:], "--json", api_url=broker.url)
     assert resumed.finish(drain) == 0, resumed.err
     assert link.parts_put.count(1) == 1  # part 1 was not sent again
@@ -247,7 +257,10 @@ def test_a_dropped_connection_that_retries_cannot_fix_prints_how_to_resume(
     line = run.err_lines[-1]
     assert line.startswith("part 2 did not get through"), line
     assert "(after 2 tries)" in line
-    assert f"1 of 2 parts of upload {upload_id} are stored; resume with: broker upload" in line
+    assert f"1 of 2 parts of upload {upload_id} are stored; resume with: " in line
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    assert_runs_this_broker(command[0], os.environ["PATH"])
+    assert command[1] == "upload" and command[-2:] == ["--resume", upload_id]
     assert run.document()["status"] == "interrupted"
     assert [(p["part_number"], p["size"]) for p in alice.stored_parts(upload_id).json()["parts"]] == [
         (1, 8 * MiB)
