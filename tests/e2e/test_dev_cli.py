@@ -28,6 +28,7 @@ from tests.support import REPO
 BANNER_TIMEOUT = 90
 USER_JWT_SECRET = "the-users-own-jwt-secret-0123456789"
 USER_WEBHOOK_TOKEN = "the-users-own-webhook-token"
+USER_DEV_USER = "5a1e0000-0000-4000-8000-00000000beef"
 
 
 def user_env(**settings: str) -> dict[str, str]:
@@ -101,6 +102,7 @@ def user_stack(tmp_path: Path):
         BROKER_JWT_SECRET=USER_JWT_SECRET,
         BROKER_WEBHOOK_TOKEN=USER_WEBHOOK_TOKEN,
         BROKER_S3_BUCKET="users-own-bucket",
+        BROKER_DEV_USER=USER_DEV_USER,
         BROKER_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # nothing answers: a private one starts
     )
     process, lines = start_dev(tmp_path, port, env)
@@ -122,7 +124,7 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
     )
     assert answer.status_code == 404, answer.text
     banner_token = output.split("dev token", 1)[1].split()[0]
-    assert jwt.decode(banner_token, USER_JWT_SECRET, algorithms=["HS256"])["sub"]
+    assert jwt.decode(banner_token, USER_JWT_SECRET, algorithms=["HS256"])["sub"] == USER_DEV_USER
     hook = requests.post(
         f"{api}/v1/events/s3",
         data="{}",
@@ -156,6 +158,26 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
         )
         assert run.returncode == 0, (command, run.stderr)
         json.loads(run.stdout)
+
+    # `broker` by name, though this shell's PATH knows no virtualenv: var/dev.env puts the stack's first. Its
+    # `broker token` is for the banner's dev user; an explicit --user wins.
+    by_name = "set -a; . var/dev.env; set +a; broker"
+    bare = {**user_env(), "PATH": "/usr/bin:/bin"}
+    minted = subprocess.run(
+        ["bash", "-c", f"{by_name} token; {by_name} token --user {uuid.UUID(int=7)}"],
+        cwd=workdir,
+        env=bare,
+        capture_output=True,
+        text=True,
+    )
+    assert minted.returncode == 0, minted.stderr
+    subjects = [jwt.decode(t, USER_JWT_SECRET, algorithms=["HS256"])["sub"] for t in minted.stdout.split()]
+    assert subjects == [USER_DEV_USER, str(uuid.UUID(int=7))]
+    assert "; broker upload photo.jpg --kind avatar" in output  # the banner's hint is that command
+    listed = subprocess.run(
+        ["bash", "-c", f"{by_name} queues --json"], cwd=workdir, env=bare, capture_output=True
+    )
+    assert listed.returncode == 0, listed.stderr
 
     # A work horse busy with a long job; then SIGINT to the backgrounded supervisor.
     redis = Redis.from_url(loaded["BROKER_REDIS_URL"])
