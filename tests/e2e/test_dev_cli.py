@@ -179,6 +179,20 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
     )
     assert listed.returncode == 0, listed.stderr
 
+    # A second stack from the same directory would overwrite this one's var/: refused before anything starts.
+    second = subprocess.run(
+        [sys.executable, "-m", "app.cli", "dev", "--port", str(free_port())],
+        cwd=workdir,
+        env=user_env(BROKER_REDIS_URL=loaded["BROKER_REDIS_URL"]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 2, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert "another broker dev runs from this directory" in second.stderr
+    assert (workdir / "var" / "dev.env").exists()
+
     # A work horse busy with a long job; then SIGINT to the backgrounded supervisor.
     redis = Redis.from_url(loaded["BROKER_REDIS_URL"])
     job = Queue(loaded.get("BROKER_QUEUE_NAME", "uploads"), connection=redis).enqueue("time.sleep", 300)
