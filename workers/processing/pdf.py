@@ -34,19 +34,17 @@ import logging
 import os
 import re
 import shutil
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pypdf import PdfReader
-from pypdf.errors import LimitReachedError, PyPdfError
 from pypdf.generic import (
     ArrayObject,
     DictionaryObject,
     IndirectObject,
+    NullObject,
     NumberObject,
     PdfObject,
     StreamObject,
@@ -56,6 +54,7 @@ from pypdf.generic import (
 from app.config import Settings
 from app.domain.kinds import MediaKind
 from app.domain.rejections import Rejected, RejectionCode
+from workers.processing.failures import PDF, judged, rejection_for
 from workers.processing.outputs import OutputFile, Processed
 from workers.sandbox import ProcessLimits
 from workers.sandbox_host import run_attempt
@@ -68,27 +67,19 @@ _HEADER_WINDOW = _TRAILER_WINDOW = 1024
 MAX_OBJECTS = 100_000
 # Values inspected across all objects (dictionary entries and array items): ~1 µs each.
 MAX_NODES = 5_000_000
+# Bytes of objects packed in object streams, decompressed. Parsing is what costs, not inspecting: pypdf takes
+# ~0.5 µs of CPU and holds ~22 bytes of memory per byte of object syntax, and it parses (and keeps) a whole
+# stream the first time one of its members is looked up. pdf.js `bug1978317.pdf` packs 65,542 link
+# annotations, 12.4 MiB, into a 1.5 MB file: 6.5 s and 290 MB, beyond the 256 MiB memory budget. 8 MiB is
+# ~4 s and ~180 MB; the largest stream in the pdf.js, qpdf and pypdf test files is 2 MB (a 500-page tagged
+# document packs a few MB of structure elements). Counted when decompressed, before anything is parsed.
+MAX_PACKED_BYTES = 8 * 2**20
 
 # `N G obj` anywhere in the bytes: what a viewer that rebuilds a broken xref finds. The keyword is found first
 # (a literal search, fast over compressed data), then the two numbers in the few bytes before it.
 _KEYWORD = re.compile(rb"obj(?![^\x00\t\n\x0c\r ()<>\[\]{}/%])[\x00\t\n\x0c\r ]*")
 _NUMBERS = re.compile(rb"(?<![0-9])([0-9]{1,10})[\x00\t\n\x0c\r ]+([0-9]{1,5})[\x00\t\n\x0c\r ]+\Z")
 _NUMBERS_WINDOW = 32
-# What pypdf raises on bytes it cannot read as a PDF (beyond its own errors): the parsing, decompression and
-# decoding of malformed tokens.
-_PARSE_ERRORS = (
-    PyPdfError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    AssertionError,
-    EOFError,
-    zlib.error,
-    struct.error,
-)
-
 _SCRIPT_KEYS = frozenset({"/JS", "/JavaScript", "/XFA"})
 _EMBEDDING_KEYS = frozenset({"/EmbeddedFiles", "/EF"})
 _EMBEDDING_SUBTYPES = frozenset({"/FileAttachment", "/RichMedia", "/3D", "/Movie", "/Sound"})
@@ -106,6 +97,7 @@ _CONTROL_AND_SPACE = re.compile(r"[\x00-\x20\x7f]")  # what browsers strip from 
 class PdfRules:
     max_pages: int = 500
     max_objects: int = MAX_OBJECTS
+    max_packed_bytes: int = MAX_PACKED_BYTES
 
 
 def process(source: Path, mime: str, kind: MediaKind, settings: Settings, workdir: Path) -> Processed:
@@ -130,14 +122,8 @@ def inspect_pdf(source: Path, workdir: Path, rules: PdfRules) -> dict[str, Any]:
         raise Rejected(RejectionCode.CORRUPT, "the PDF is cut short (no end-of-file marker at its end)")
     # A hostile file can make pypdf warn once per object: millions of log lines from the worker.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
-    try:
+    with judged(PDF, "the PDF"):
         pages = _check(data, rules)
-    except RecursionError:
-        raise Rejected(RejectionCode.TOO_COMPLEX, "the PDF's objects are nested too deeply") from None
-    except LimitReachedError as error:
-        raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF is too complex ({error})") from None
-    except _PARSE_ERRORS as error:
-        raise Rejected(RejectionCode.CORRUPT, f"the PDF cannot be read ({type(error).__name__})") from None
     output = workdir / "document.pdf"
     _place(source, output)
     return Processed(main=OutputFile(output, "application/pdf", "pdf"), pages=pages).to_json()
@@ -146,9 +132,9 @@ def inspect_pdf(source: Path, workdir: Path, rules: PdfRules) -> dict[str, Any]:
 def _check(data: bytes, rules: PdfRules) -> int:
     """The page count of a PDF that passes rules 2-6; raises `Rejected` otherwise."""
     found = _object_headers(data, rules.max_objects)  # before pypdf reads every header the xref lists
-    reader = PdfReader(io.BytesIO(data), strict=False)
-    if reader.is_encrypted:
-        raise Rejected(RejectionCode.PDF_ENCRYPTED, "encrypted PDFs are not accepted")
+    reader = _Reader(io.BytesIO(data), strict=False)  # refuses an encrypted file as it opens
+    budget = _Budget(rules.max_objects, rules.max_packed_bytes)
+    _measure_object_streams(reader, budget)  # before the first lookup makes pypdf parse one
     root = reader.trailer.get("/Root")
     root = root.get_object() if root is not None else None
     page_tree = root.get("/Pages") if isinstance(root, DictionaryObject) else None
@@ -158,13 +144,22 @@ def _check(data: bytes, rules: PdfRules) -> int:
     declared = page_tree.get("/Count")
     if isinstance(declared, NumberObject) and int(declared) > rules.max_pages:
         raise Rejected(RejectionCode.PDF_TOO_MANY_PAGES, f"{int(declared)} pages, at most {rules.max_pages}")
-    _inspect_all_objects(reader, data, found, rules.max_objects)
+    _inspect_all_objects(reader, data, found, budget)
     pages = len(reader.pages)
     if pages > rules.max_pages:
         raise Rejected(RejectionCode.PDF_TOO_MANY_PAGES, f"{pages} pages, at most {rules.max_pages}")
     if pages == 0:
         raise Rejected(RejectionCode.CORRUPT, "the PDF has no pages")
     return pages
+
+
+class _Reader(PdfReader):
+    """pypdf's reader, refusing an encrypted file (rule 3) as soon as its trailer names an `/Encrypt`: its
+    encryption dictionary is never read, so no handler pypdf does not know (`/V 99`: `NotImplementedError`)
+    and no password check decides the verdict."""
+
+    def _handle_encryption(self, password: str | bytes | None) -> None:
+        raise Rejected(RejectionCode.PDF_ENCRYPTED, "encrypted PDFs are not accepted")
 
 
 def _place(source: Path, output: Path) -> None:
@@ -180,12 +175,20 @@ def _place(source: Path, output: Path) -> None:
 
 
 class _Budget:
-    """Counts objects and values inspected; beyond either limit the file is `too_complex`."""
+    """Counts objects, values inspected and packed bytes; beyond any limit the file is `too_complex`."""
 
-    def __init__(self, max_objects: int) -> None:
+    def __init__(self, max_objects: int, max_packed_bytes: int) -> None:
         self.max_objects = max_objects
+        self.max_packed_bytes = max_packed_bytes
         self.objects = 0
         self.nodes = 0
+        self.packed_bytes = 0
+
+    def packed(self, count: int) -> None:
+        self.packed_bytes += count
+        if self.packed_bytes > self.max_packed_bytes:
+            limit = self.max_packed_bytes / 2**20
+            raise Rejected(RejectionCode.TOO_COMPLEX, f"the PDF packs more than {limit:g} MiB of objects")
 
     def object(self) -> None:
         self.objects += 1
@@ -202,8 +205,16 @@ def too_many_objects(limit: int) -> Rejected:
     return Rejected(RejectionCode.TOO_COMPLEX, f"the PDF has more than {limit} objects")
 
 
+def _measure_object_streams(reader: PdfReader, budget: _Budget) -> None:
+    """The decompressed size of every object stream the xref places objects in, against the budget."""
+    for number in sorted({stream for stream, _ in reader.xref_objStm.values()}):
+        stream = reader.get_object(IndirectObject(number, 0, reader))  # the stream alone, not its members
+        if isinstance(stream, StreamObject):
+            budget.packed(len(stream.get_data()))  # pypdf keeps the decompressed data for the parse
+
+
 def _inspect_all_objects(
-    reader: PdfReader, data: bytes, found: list[tuple[int, int, int, int]], max_objects: int
+    reader: PdfReader, data: bytes, found: list[tuple[int, int, int, int]], budget: _Budget
 ) -> None:
     """Rule 5 on every object: listed in the xref, `found` by scanning the bytes, packed in an object stream."""
     # A snapshot: pypdf adds to its table the objects it finds by searching when a reference is followed.
@@ -213,9 +224,8 @@ def _inspect_all_objects(
         for number, offset in table.items()
         if not reader.xref_free_entry.get(generation, {}).get(number, False)
     }
-    if len(listed) + len(reader.xref_objStm) > max_objects:
-        raise too_many_objects(max_objects)
-    budget = _Budget(max_objects)
+    if len(listed) + len(reader.xref_objStm) > budget.max_objects:
+        raise too_many_objects(budget.max_objects)
     _inspect(reader.trailer, budget)
     streams: dict[int, StreamObject] = {}  # object streams by number
     listed_streams: set[int] = set()
@@ -236,7 +246,7 @@ def _inspect_all_objects(
             if _is_object_stream(obj) and number not in streams:
                 streams[number] = obj  # type: ignore[assignment]
     for number, stream in streams.items():
-        for obj in _members(stream, reader, strict=number in listed_streams):
+        for obj in _members(number, stream, reader, budget, strict=number in listed_streams):
             budget.object()
             _inspect(obj, budget)
     for number, (stream_number, _) in reader.xref_objStm.items():  # in a stream that is nowhere to be found
@@ -271,40 +281,78 @@ def _read_at(reader: PdfReader, offset: int) -> PdfObject | None:
     try:
         reader.stream.seek(offset)
         return read_object(reader.stream, reader)
-    except (LimitReachedError, RecursionError):
-        raise
-    except _PARSE_ERRORS:
+    except Exception as error:
+        if not _unreadable(error):
+            raise
         return None
+
+
+def _unreadable(error: Exception) -> bool:
+    """Whether `error` only says that these bytes are not a readable object (`corrupt` by the table):
+    skipped where the bytes need not be an object. Limits, memory and unknown errors still escape."""
+    verdict = rejection_for(error, PDF, "the PDF")
+    return verdict is not None and verdict.code is RejectionCode.CORRUPT
 
 
 def _is_object_stream(obj: PdfObject | None) -> bool:
     return isinstance(obj, StreamObject) and obj.get("/Type") == "/ObjStm"
 
 
-def _members(stream: StreamObject, reader: PdfReader, strict: bool) -> Iterator[PdfObject]:
-    """Every object packed in an object stream. Failures are `corrupt` only for a stream the xref lists."""
+def _members(
+    number: int, stream: StreamObject, reader: PdfReader, budget: _Budget, strict: bool
+) -> Iterator[PdfObject]:
+    """Every object packed in object stream `number`. Failures are `corrupt` only for a stream the xref lists.
+
+    The members pypdf has parsed (it parses a whole stream when one member is looked up, and keeps those the
+    xref places in it) are taken from its cache, never parsed twice: a stream of 65,000 link annotations
+    (pdf.js `bug1978317.pdf`) took twice the CPU and held two copies of every object."""
     try:
-        body = io.BytesIO(stream.get_data())
+        data = stream.get_data()
+        if not strict:  # a listed stream was measured before any parsing
+            budget.packed(len(data))
+        body = io.BytesIO(data)
         count, first = int(stream["/N"]), int(stream["/First"])
         header = body.read(first).split()
-        offsets = [int(token) for token in header[1 : 2 * count : 2]]
-    except (LimitReachedError, RecursionError):
-        raise
-    except _PARSE_ERRORS:
-        if strict:
+        index = [
+            (int(header[at]), int(header[at + 1])) for at in range(0, min(2 * count, len(header) - 1), 2)
+        ]
+    except Exception as error:
+        if strict or not _unreadable(error):
             raise
         return
-    for offset in offsets:
+    if strict:
+        _parse_by_pypdf(number, index, reader)
+    for member, offset in index:
+        cached = _cached_member(number, member, reader)
+        if cached is not None:
+            yield cached
+            continue
         try:
             body.seek(first + offset)
             obj = read_object(body, reader)
-        except (LimitReachedError, RecursionError):
-            raise
-        except _PARSE_ERRORS:
-            if strict:
+        except Exception as error:
+            if strict or not _unreadable(error):
                 raise
             continue
         yield obj
+
+
+def _parse_by_pypdf(number: int, index: list[tuple[int, int]], reader: PdfReader) -> None:
+    """Have pypdf parse object stream `number` (once) and cache the members the xref places in it, as it
+    would anyway the first time one of them is looked up (the page tree walk)."""
+    for member, _ in index:
+        if reader.xref_objStm.get(member, (None, None))[0] == number:
+            reader.get_object(IndirectObject(member, 0, reader))
+            return
+
+
+def _cached_member(number: int, member: int, reader: PdfReader) -> PdfObject | None:
+    """Member `member` of object stream `number` as pypdf parsed it, if it did (a member it could not parse
+    is cached as null: that one is parsed here, so that its failure counts)."""
+    if reader.xref_objStm.get(member, (None, None))[0] != number:
+        return None  # another stream, or an incremental update, defines this number: pypdf kept that one
+    cached = reader.cache_get_indirect_object(0, member)
+    return None if isinstance(cached, NullObject) else cached
 
 
 def _inspect(obj: PdfObject, budget: _Budget) -> None:

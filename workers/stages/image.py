@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from PIL import ExifTags, Image, ImageCms
 from app.domain.rejections import Rejected, RejectionCode
 from workers.stages import webp
 from workers.stages.structure import check_structure
+from workers.stages.verdicts import image_verdict, judged_image
 
 # Depth maps and auxiliary images (portrait mattes) are never used: do not even parse them.
 pillow_heif.register_heif_opener(depth_images=False, aux_images=False)
@@ -47,10 +47,6 @@ DECODERS: dict[str, str] = {
     "image/webp": "WEBP",
     "image/heic": "HEIF",
 }
-
-# What Pillow raises for bytes that are not (or not entirely) the image they claim to be. OSError covers
-# "cannot identify image file" and "image file is truncated"; the others come from plugin parsers.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 
 _WHITE = (255, 255, 255)
 # `_shrink`: box-reduce while at least this factor is left to LANCZOS (Pillow's `reducing_gap`), in bands of
@@ -168,17 +164,14 @@ def _decode_to_size(source: Path, decoder: str, rules: ImageRules) -> tuple[Imag
 
 def _open(fp: BinaryIO, decoder: str, max_pixels: int) -> Image.Image:
     """Identify the file with the one allowed decoder and check its pixel count; reads the header only."""
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns from 89.5 MP; our own, lower limit is checked right below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # The table's messages name the exception, not its text (Pillow's names the worker's temp file).
+    with judged_image(f"the {decoder} image"), warnings.catch_warnings():
+        # Pillow warns from 89.5 MP; our own, lower limit is checked right below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
             img = Image.open(fp, formats=[decoder])
-    except Image.DecompressionBombError as exc:  # its text quotes Pillow's limit, not ours
-        raise Rejected(RejectionCode.IMAGE_TOO_LARGE, f"more than {max_pixels:,} pixels") from exc
-    except Image.UnidentifiedImageError as exc:  # its text names the worker's temp file: not for users
-        raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image") from exc
-    except _DECODE_ERRORS as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"not a readable {decoder} image: {exc}") from exc
+        except Image.DecompressionBombError as exc:  # Pillow's limit (~179 MP) is above ours: quote ours
+            raise Rejected(RejectionCode.IMAGE_TOO_LARGE, f"more than {max_pixels:,} pixels") from exc
     _check_pixels(img.size, max_pixels)
     return img
 
@@ -221,17 +214,20 @@ def _ycbcr_coded(img: Image.Image) -> bool:
 
 def _load(img: Image.Image, decoder: str) -> None:
     """Decode the (first frame's) pixels. Truncated is CORRUPT: LOAD_TRUNCATED_IMAGES stays off."""
-    try:
+    with judged_image(f"the {decoder} data"):
         img.load()
-    except _DECODE_ERRORS as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"{decoder} data does not decode: {exc}") from exc
 
 
 def _orientation(img: Image.Image) -> int:
-    """EXIF orientation (1 when absent). A malformed EXIF block only loses its orientation."""
+    """EXIF orientation (1 when absent). A malformed EXIF block only loses its orientation: what the table
+    calls corrupt, or an entry of the wrong type."""
     try:
         return int(img.getexif().get(ExifTags.Base.Orientation, 1))
-    except (*_DECODE_ERRORS, TypeError, KeyError):
+    except (TypeError, KeyError):
+        return 1
+    except Exception as error:
+        if image_verdict(error, "the EXIF block") is None:
+            raise
         return 1
 
 
@@ -266,12 +262,10 @@ def _decode_heif(source: Path, size: tuple[int, int]) -> Image.Image:
 
     (pillow-heif's Pillow plugin copies the whole decode into a second image: 420 MB at 50 MP RGBA.)
     """
-    try:
+    with judged_image("the HEIF data"):
         heif = pillow_heif.open_heif(source, convert_hdr_to_8bit=True)
         primary = heif[heif.primary_index]
         data = primary.data
-    except (*_DECODE_ERRORS, RuntimeError) as exc:
-        raise Rejected(RejectionCode.CORRUPT, f"HEIF data does not decode: {exc}") from exc
     (width, height), mode, stride = primary.size, primary.mode, primary.stride
 
     def rows(top: int, bottom: int) -> Image.Image:

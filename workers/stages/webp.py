@@ -24,16 +24,20 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
 from app.domain.rejections import Rejected, RejectionCode
+from workers.stages.verdicts import judged_image
 
 # Bytes of decoder memory per canvas pixel (measured on 16 MP noisy files, bench/hostile.py for 50 MP).
 LOSSLESS_BYTES_PER_PIXEL = 8
 ALPHA_BYTES_PER_PIXEL = 5
 LOSSY_BYTES_PER_PIXEL = 0  # scaled row by row: bounded by the output, not the canvas
+# A still image has VP8X, ICCP, EXIF and XMP before its image chunk, an animation ANIM, an ANMF and its ALPH:
+# a handful. Beyond this, walking headers of empty chunks is all the file makes a reader do.
+MAX_CHUNKS_BEFORE_IMAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -58,37 +62,46 @@ class WebpHeader:
 
 
 def read_header(path: Path) -> WebpHeader:
-    """The canvas size and the coding of the first frame (ANMF frames are looked into); CORRUPT otherwise."""
+    """The canvas size and the coding of the first frame (ANMF frames are looked into); CORRUPT otherwise.
+
+    The RIFF chunks are walked in the file, reading only their headers and the few bytes that matter: the
+    chunks before the first frame (an ICC profile, EXIF, XMP) may be of any size. A reader of a fixed window
+    (64 KiB) called a photo with a larger ICC profile (a camera's calibrated profile) corrupt."""
     with path.open("rb") as fp:
-        data = fp.read(1 << 16)  # a frame's image chunk follows a few small chunks (ICCP may be larger)
-    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise Rejected(RejectionCode.CORRUPT, "not a readable WEBP image")
+        riff = fp.read(12)
+        if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WEBP":
+            raise Rejected(RejectionCode.CORRUPT, "not a readable WEBP image")
+        return _first_frame(fp)
+
+
+def _first_frame(fp: BinaryIO) -> WebpHeader:
     size: tuple[int, int] | None = None
     alpha = False
-    pos = 12
-    while pos + 8 <= len(data):
-        kind, length = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = pos + 8
-        if kind == b"VP8X" and body + 10 <= len(data):
-            flags = data[body]
-            alpha = bool(flags & 0x10)
-            size = (
-                1 + int.from_bytes(data[body + 4 : body + 7], "little"),
-                1 + int.from_bytes(data[body + 7 : body + 10], "little"),
-            )
-        elif kind == b"ANMF":
-            pos = body + 16  # frame header; the frame's own chunks follow
+    for _ in range(MAX_CHUNKS_BEFORE_IMAGE):
+        start = fp.tell()
+        head = fp.read(8)
+        if len(head) < 8:
+            raise Rejected(RejectionCode.CORRUPT, "not a readable WEBP image: no image data")
+        kind, length = head[:4], struct.unpack_from("<I", head, 4)[0]
+        if kind == b"ANMF":
+            fp.seek(16, os.SEEK_CUR)  # frame header; the frame's own chunks follow
             continue
+        body = fp.read(min(length, 10))
+        if kind == b"VP8X" and len(body) == 10:
+            alpha = bool(body[0] & 0x10)
+            size = (1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little"))
         elif kind == b"ALPH":
             alpha = True
-        elif kind == b"VP8L" and body + 5 <= len(data):
-            bits = int.from_bytes(data[body + 1 : body + 5], "little")
+        elif kind == b"VP8L" and len(body) >= 5:
+            bits = int.from_bytes(body[1:5], "little")
             return WebpHeader(*(size or (1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF))), True, True)
-        elif kind == b"VP8 " and body + 10 <= len(data):
-            width, height = struct.unpack_from("<HH", data, body + 6)
+        elif kind == b"VP8 " and len(body) == 10:
+            width, height = struct.unpack_from("<HH", body, 6)
             return WebpHeader(*(size or (width & 0x3FFF, height & 0x3FFF)), False, alpha)
-        pos = body + length + (length & 1)  # chunks are padded to an even length
-    raise Rejected(RejectionCode.CORRUPT, "not a readable WEBP image: no image data")
+        fp.seek(start + 8 + length + (length & 1))  # chunks are padded to an even length
+    raise Rejected(
+        RejectionCode.TOO_COMPLEX, f"more than {MAX_CHUNKS_BEFORE_IMAGE} WEBP chunks before the image"
+    )
 
 
 def decode_scaled(
@@ -98,7 +111,7 @@ def decode_scaled(
     RGB, with its EXIF orientation and ICC profile."""
     pyvips = _pyvips()
     scale = min(1.0, max(size[0] / header.width, size[1] / header.height))
-    try:
+    with judged_image("the WEBP data"):
         image = pyvips.Image.webpload(str(path), n=1, scale=scale, access="sequential", fail_on="error")
         orientation = _field(image, "orientation") or 1
         icc = _field(image, "icc-profile-data")
@@ -106,8 +119,6 @@ def decode_scaled(
             image = image.flatten(background=[255] * (image.bands - 1))
         mode = "L" if image.bands == 1 else "RGB"
         pixels = image.cast("uchar").write_to_memory()
-    except pyvips.Error as exc:
-        raise Rejected(RejectionCode.CORRUPT, "WEBP data does not decode") from exc
     return Image.frombytes(mode, (image.width, image.height), pixels), int(orientation), icc
 
 
