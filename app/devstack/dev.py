@@ -158,9 +158,9 @@ def run_dev(port: int) -> int:
     except (KeyboardInterrupt, _Stop):
         click.echo("\nstopping…")
         return 0
-    except click.UsageError as error:
-        click.echo(f"broker dev: {error.format_message()}", err=True)
-        return 2
+    except RuntimeError as error:  # a part of the stack that cannot start says why (and its log's end)
+        click.echo(f"broker dev: {error}", err=True)
+        return 1
     finally:
         # A second Ctrl-C while stopping must not leave half the stack running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
