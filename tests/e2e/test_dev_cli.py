@@ -23,6 +23,7 @@ from rq import Queue
 
 from app.auth import mint_token
 from app.devstack.processes import descendants, free_port, pid_alive
+from tests import images
 from tests.support import REPO
 
 BANNER_TIMEOUT = 90
@@ -178,6 +179,19 @@ def test_the_users_settings_win_a_second_shell_operates_the_stack_and_sigint_sto
         ["bash", "-c", f"{by_name} queues --json"], cwd=workdir, env=bare, capture_output=True
     )
     assert listed.returncode == 0, listed.stderr
+    (workdir / "photo.jpg").write_bytes(images.jpeg(640, 480))
+    uploaded = subprocess.run(
+        ["bash", "-c", f"{by_name} upload photo.jpg --kind avatar --json --timeout 60s"],
+        cwd=workdir,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert uploaded.returncode == 0, uploaded.stderr
+    document = json.loads(uploaded.stdout)
+    assert document["status"] == "ready", document
+    assert f"/user_{USER_DEV_USER}/profile/" in document["link"]["url"]  # the banner token's user
 
     # A second stack from the same directory would overwrite this one's var/: refused before anything starts.
     second = subprocess.run(
