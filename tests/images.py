@@ -6,7 +6,7 @@ import io
 import struct
 import zlib
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageCms, ImageDraw
 
 ORIENTATION = 0x0112
 GPS_IFD = 0x8825
@@ -144,3 +144,26 @@ def rgba_image(width: int, height: int, fmt: str, **options: object) -> bytes:
     out = io.BytesIO()
     Image.new("RGBA", (width, height), (200, 40, 40, 128)).save(out, fmt, **options)
     return out.getvalue()
+
+
+def large_icc_profile(padding: int = 70_000) -> bytes:
+    """The sRGB profile grown past 64 KiB, as a camera's calibrated profile is: padding after its tags, and
+    the header's size field saying so (lcms still reads it)."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + b"\x00" * padding
+    return struct.pack(">I", len(profile)) + profile[4:]
+
+
+def webp_with_icc(icc: bytes, width: int = 640, height: int = 480) -> bytes:
+    """A lossy WebP photo whose ICC profile comes before its image data, as the container requires."""
+    out = io.BytesIO()
+    photo(width, height).save(out, "WEBP", quality=80, icc_profile=icc)
+    return out.getvalue()
+
+
+def webp_chunk_flood(chunks: int) -> bytes:
+    """A small WebP with `chunks` empty unknown chunks before its image chunk (a RIFF reader walks them all)."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(out, "WEBP", quality=80)
+    data = out.getvalue()
+    body = b"WEBP" + b"JUNK\x00\x00\x00\x00" * chunks + data[12:]
+    return b"RIFF" + struct.pack("<I", len(body)) + body

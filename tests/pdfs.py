@@ -354,3 +354,28 @@ def orphan_javascript() -> bytes:
     )
     offset = data.index(b"4 0 obj")
     return data.replace(b"%010d 00000 n " % offset, b"0000000000 65535 f ")
+
+
+def overflowing_startxref() -> bytes:
+    """A one-page file whose `startxref` is beyond any integer a seek takes (pypdf: OverflowError)."""
+    data = raw_pdf()
+    at = data.rindex(b"startxref\n") + len(b"startxref\n")
+    return data[:at] + b"99999999999999999999" + data[data.index(b"\n", at) :]
+
+
+def unknown_encryption() -> bytes:
+    """A one-page file whose trailer names an encryption handler version no reader knows (/V 99)."""
+    return raw_pdf().replace(b"/Root 1 0 R", b"/Root 1 0 R /Encrypt << /Filter /Standard /V 99 /R 99 >>")
+
+
+def packed_arrays(count: int, length: int) -> bytes:
+    """`count` dictionaries, each holding an array of `length` zeros, all packed in one object stream: a
+    file of a few KB that is ~2 bytes of object syntax per value once decompressed."""
+    body = b"<< /K [" + b"0 " * length + b"] >>"
+    return raw_pdf({number: body for number in range(4, count + 4)}, packed=frozenset(range(4, count + 4)))
+
+
+def padded_object_stream() -> bytes:
+    """A one-page file whose page tree and an info dictionary are packed, each offset pointing at the
+    newline before its object, as qpdf writes them."""
+    return raw_pdf({2: b"\n" + _PAGES, 4: b"\n<< /Title (Week 1) >>"}, packed=frozenset({2, 4}))

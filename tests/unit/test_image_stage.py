@@ -454,3 +454,23 @@ def test_a_worker_that_already_used_libvips_still_decodes_webp_in_its_children(t
     )
     assert run.returncode == 0, run.stderr
     assert "'width': 320" in run.stdout and "'height': 240" in run.stdout
+
+
+def test_a_webp_photo_with_an_icc_profile_over_64_kib_is_processed(tmp_path: Path) -> None:
+    """A calibrated camera profile can be larger than the window a header reader once read: not corrupt."""
+    from tests import images
+
+    path = tmp_path / "photo.webp"
+    path.write_bytes(images.webp_with_icc(images.large_icc_profile(70_000), 1600, 1200))
+    result = process_image(path, "image/webp")
+    assert (result.width, result.height) == (1200, 900)
+
+
+def test_a_heif_that_libheif_cannot_decode_is_corrupt_by_the_table(tmp_path: Path) -> None:
+    """pillow-heif raises RuntimeError for bytes libheif refuses: the image table's `corrupt`."""
+    from tests import images
+
+    data = images.rgba_image(64, 64, "HEIF", quality=50)
+    path = tmp_path / "cut.heic"
+    path.write_bytes(data[: len(data) - 200])
+    assert reject_code(path, "image/heic") is RejectionCode.CORRUPT

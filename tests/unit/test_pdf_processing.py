@@ -134,3 +134,48 @@ def test_too_many_objects_is_too_complex_before_they_are_parsed(tmp_path: Path):
     started = time.monotonic()
     assert _refusal(tmp_path, pdfs.object_flood(1000), settings).code is RejectionCode.TOO_COMPLEX
     assert time.monotonic() - started < 2
+
+
+def test_an_offset_beyond_any_integer_is_corrupt(tmp_path: Path):
+    """pypdf raises OverflowError seeking to `startxref 99999999999999999999`: the table makes it corrupt."""
+    assert _refusal(tmp_path, pdfs.overflowing_startxref()).code is RejectionCode.CORRUPT
+
+
+def test_an_unknown_encryption_handler_is_encrypted_not_a_crash(tmp_path: Path):
+    """pypdf raises NotImplementedError for /V 99; the trailer's /Encrypt is enough to refuse, unread."""
+    assert _refusal(tmp_path, pdfs.unknown_encryption()).code is RejectionCode.PDF_ENCRYPTED
+
+
+def test_packed_objects_whose_offsets_point_at_whitespace_are_read(tmp_path: Path):
+    assert _process(tmp_path, pdfs.padded_object_stream()).pages == 1
+
+
+def test_objects_packed_beyond_the_parse_budget_are_too_complex_before_parsing(tmp_path: Path):
+    """A 9 KB file that decompresses to 9 MiB of object syntax: refused without pypdf parsing any of it."""
+    data = pdfs.packed_arrays(count=1, length=9 * 2**19)
+    assert len(data) < 64 * 1024
+    started = time.process_time()
+    refusal = _refusal(tmp_path, data)
+    assert refusal.code is RejectionCode.TOO_COMPLEX
+    assert "MiB of objects" in refusal.message
+    assert time.process_time() - started < 1  # the sandbox's CPU is not counted here: the wall clock below is
+    assert _process(tmp_path, pdfs.packed_arrays(count=10, length=1000)).pages == 1
+
+
+def test_memory_exhausted_inside_pypdf_is_too_large_to_process(tmp_path: Path):
+    """4 MB of packed arrays need ~80 MB once pypdf has parsed them: over a 64 MiB budget, pypdf's parser
+    runs out of memory while reading a dictionary and raises PdfReadError from the MemoryError, which must
+    still be reported as memory, not as a corrupt file."""
+    settings = SETTINGS.model_copy(update={"pdf_memory_bytes": 64 * 1024 * 1024})
+    data = pdfs.packed_arrays(count=2000, length=1000)
+    started = time.monotonic()
+    assert _refusal(tmp_path, data, settings).code is RejectionCode.TOO_LARGE_TO_PROCESS
+    assert time.monotonic() - started < 20
+
+
+def test_twenty_megabytes_of_object_headers_stop_at_the_limit(tmp_path: Path):
+    """Counted while scanning: 2.5 million `1 0 obj` lines cost no more than the 100,000 allowed."""
+    data = b"%PDF-1.7\n" + b"1 0 obj\n" * 2_500_000 + b"%%EOF\n"
+    started = time.monotonic()
+    assert _refusal(tmp_path, data).code is RejectionCode.TOO_COMPLEX
+    assert time.monotonic() - started < 3

@@ -97,3 +97,17 @@ def test_a_webp_without_image_data_is_corrupt(tmp_path: Path):
     with pytest.raises(Rejected) as refused:
         webp.read_header(_file(tmp_path, b"RIFF\x20\x00\x00\x00WEBPJUNK" + b"\x00" * 40))
     assert refused.value.code is RejectionCode.CORRUPT
+
+
+def test_a_webp_icc_profile_larger_than_64_kib_is_walked_past(tmp_path: Path):
+    data = images.webp_with_icc(images.large_icc_profile(70_000), 640, 480)
+    assert data.index(b"VP8 ") > 64 * 1024  # the image chunk starts beyond a 64 KiB window
+    header = webp.read_header(_file(tmp_path, data))
+    assert (header.width, header.height, header.lossless) == (640, 480, False)
+
+
+def test_a_webp_with_a_flood_of_chunks_before_its_image_is_too_complex(tmp_path: Path):
+    assert webp.read_header(_file(tmp_path, images.webp_chunk_flood(900))).width == 16
+    with pytest.raises(Rejected) as refused:
+        webp.read_header(_file(tmp_path, images.webp_chunk_flood(2000)))
+    assert refused.value.code is RejectionCode.TOO_COMPLEX

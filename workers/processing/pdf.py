@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from pypdf import PdfReader
+from pypdf._utils import read_non_whitespace
 from pypdf.generic import (
     ArrayObject,
     DictionaryObject,
@@ -329,6 +330,10 @@ def _members(
             continue
         try:
             body.seek(first + offset)
+            read_non_whitespace(
+                body
+            )  # an offset may point at the whitespace before the object (qpdf writes so)
+            body.seek(-1, io.SEEK_CUR)
             obj = read_object(body, reader)
         except Exception as error:
             if strict or not _unreadable(error):
