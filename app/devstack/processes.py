@@ -166,6 +166,8 @@ class ManagedProcess:
         for pid in below | descendants(self.process.pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):  # what a run that died earlier left in its group (orphans)
+            os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
 
