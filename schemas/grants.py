@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Literal
-from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, Field
+
+from schemas.uploads import STRICT_BODY, UUID_PATTERN
 
 
 class CreateGrantRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
-    viewer_id: UUID
+    viewer_id: str = Field(pattern=UUID_PATTERN, description="the user (a UUID) who may see your media")
     relation: Literal["friend", "trainer"]
 
 

@@ -2,35 +2,53 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import date, datetime
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.kinds import KINDS
+from app.domain.multipart import MAX_PART_URLS_PER_CALL, MAX_PARTS, MIN_PART_SIZE
 from app.domain.states import UploadStatus
 from schemas.errors import ErrorDetail
 
 KIND_SCHEMA = {"enum": sorted(KINDS)}
 STATUS_SCHEMA = {"enum": [status.value for status in UploadStatus]}
 
+# Request bodies are read strictly, as their schema says: no `"size": true`, `"1000"` or `1.0` for an integer,
+# no `"yes"` for a boolean (pydantic's strict mode, JSON input), no field the schema does not name.
+STRICT_BODY = ConfigDict(extra="forbid", strict=True)
+# Patterns say in the document what the server checks, so generated clients and fuzzers agree with it. Each is
+# anchored with `$`, which in the server's (Rust) regex engine is the very end: no final "\n" slips through.
+UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+CONTEXT_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"  # app.domain.tickets.CONTEXT_ID: context values become key parts
+NO_CONTROL_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"  # no NUL or other control character (PostgreSQL text)
+# An S3 part ETag is 32 hex digits in quotes; stores differ a little, so any short run of safe characters.
+ETAG_PATTERN = '^"?[0-9A-Za-z._~-]{1,64}"?$'
+# The most parts an upload can have: the largest kind's largest file cut at S3's smallest part size (1 GiB:
+# 205 parts; the broker plans 8 MiB parts, 128). `complete` takes no more, and its body cap fits that many of
+# the longest entries the schema allows (`{"part_number": 10000, "etag": "\"<64 characters>\""}, ` is 104
+# bytes; 160 leaves room for indentation). Was 10,000 parts against a 64 KiB cap.
+MAX_UPLOAD_PARTS = min(MAX_PARTS, max(-(-kind.max_size // MIN_PART_SIZE) for kind in KINDS.values()))
+COMPLETE_MAX_BYTES = MAX_UPLOAD_PARTS * 160
+
 
 class UploadContext(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
-    workout_id: str | None = None
-    meal_date: str | None = Field(default=None, description="YYYY-MM-DD; food images default to today (UTC)")
-    exercise_id: str | None = None
-    document_id: str | None = None
+    workout_id: str | None = Field(default=None, pattern=CONTEXT_ID_PATTERN)
+    meal_date: date | None = Field(default=None, description="YYYY-MM-DD; food images default to today (UTC)")
+    exercise_id: str | None = Field(default=None, pattern=CONTEXT_ID_PATTERN)
+    document_id: str | None = Field(default=None, pattern=CONTEXT_ID_PATTERN)
 
 
 class CreateUploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
     kind: str = Field(description="the media kind", json_schema_extra=KIND_SCHEMA)
-    content_type: str
-    size: int = Field(gt=0, description="bytes the client will upload; the ticket allows at most this many")
-    filename: str | None = Field(default=None, max_length=255)
+    content_type: str = Field(max_length=255, pattern=NO_CONTROL_PATTERN)
+    size: int = Field(ge=1, description="bytes the client will upload; the ticket allows at most this many")
+    filename: str | None = Field(default=None, max_length=255, pattern=NO_CONTROL_PATTERN)
     resumable: bool = Field(
         default=False, description="ask for a multipart (resumable) upload; files over 32 MiB always get one"
     )
@@ -71,9 +89,11 @@ class TicketResponse(BaseModel):
 
 
 class PartUrlsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
-    part_numbers: list[int] = Field(min_length=1, max_length=100)
+    part_numbers: list[Annotated[int, Field(ge=1, le=MAX_PARTS)]] = Field(
+        min_length=1, max_length=MAX_PART_URLS_PER_CALL
+    )
 
 
 class PartUrl(BaseModel):
@@ -101,16 +121,18 @@ class StoredPartsResponse(BaseModel):
 
 
 class CompletedPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_BODY
 
-    part_number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1, max_length=128)
+    part_number: int = Field(ge=1, le=MAX_PARTS)
+    etag: str = Field(pattern=ETAG_PATTERN, description="as the store reported it for the part")
 
 
 class CompleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """At most the parts an upload can have (`MAX_UPLOAD_PARTS`); the route's body cap fits that many."""
 
-    parts: list[CompletedPart] = Field(min_length=1, max_length=10_000)
+    model_config = STRICT_BODY
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=MAX_UPLOAD_PARTS)
 
 
 class CompleteResponse(BaseModel):

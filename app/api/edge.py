@@ -3,8 +3,12 @@
 - Bodies: refused by `Content-Length` before reading (413 `request_too_large`) and, for chunked bodies without
   one, by Werkzeug's streaming limit (`max_content_length`), so a 300 MB body is never held in memory. The cap is
   `BROKER_MAX_REQUEST_BYTES` (64 KiB); the S3/SNS webhook gets `WEBHOOK_MAX_BYTES` because an SNS notification
-  may be up to 256 KB.
-- JSON: a body that is not a JSON object, or is nested absurdly deep, is 400 `invalid_json` (never a 500).
+  may be up to 256 KB, and `complete` gets `COMPLETE_MAX_BYTES` if larger: what the parts its schema allows take.
+- JSON: a body that is not a JSON object, or is nested absurdly deep, is 400 `invalid_json` (never a 500); a
+  body that is one is read strictly by its model (`parse_body`: no coercion of `true`, `"1000"` or `1.0`).
+- Query values: control characters, an empty value (`owner=`), a repeated parameter and a parameter the
+  operation does not document (`?kin=avatar`) are 422 `invalid_request`: an empty value is not "absent", two
+  values are not one, and a typo is not silently "everything".
 - Ids in paths: anything but a UUID is 404 `not_found` from routing itself, so it never reaches a query.
 - Unknown methods (TRACE, …): 405 with `Allow` in the JSON shape.
 """
@@ -13,17 +17,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, Response, request
+from pydantic import BaseModel
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
 from app.api.errors import ApiError, error_response
 from app.domain.errors import ErrorCode
+from schemas.uploads import COMPLETE_MAX_BYTES
 
 WEBHOOK_MAX_BYTES = 300 * 1024  # SNS messages are < 256 KB; room for the envelope's own fields
 WEBHOOK_ENDPOINT = "events.s3_event"
+COMPLETE_ENDPOINT = "multipart.complete"
+Model = TypeVar("Model", bound=BaseModel)
 MAX_JSON_DEPTH = 32  # our bodies nest 3 levels; 32 leaves room and keeps the parser far from recursion limits
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -38,11 +46,18 @@ class IdConverter(BaseConverter):
 
 
 def body_cap(max_request_bytes: int) -> int:
-    return (
-        max(max_request_bytes, WEBHOOK_MAX_BYTES)
-        if request.endpoint == WEBHOOK_ENDPOINT
-        else max_request_bytes
-    )
+    if request.endpoint == WEBHOOK_ENDPOINT:
+        return max(max_request_bytes, WEBHOOK_MAX_BYTES)
+    if request.endpoint == COMPLETE_ENDPOINT:
+        return max(max_request_bytes, COMPLETE_MAX_BYTES)
+    return max_request_bytes
+
+
+def parse_body(model: type[Model]) -> Model:
+    """The request's JSON object (400 `invalid_json` otherwise) read by `model` from the JSON text itself, so
+    strict models apply JSON's types (422 `invalid_request` with the field on a mismatch)."""
+    json_body()
+    return model.model_validate_json(request.get_data(cache=True))
 
 
 def json_body() -> dict[str, Any]:
@@ -84,9 +99,17 @@ def _depth_exceeds(raw: bytes, limit: int) -> bool:
 
 
 def query_value(name: str) -> str | None:
-    """A query parameter; control characters (NUL included) are 422 before they reach a query."""
-    value = request.args.get(name)
-    if value is not None and _CONTROL.search(value):
+    """A query parameter, or None when absent. Control characters (NUL included), an empty value and a
+    repeated parameter are 422 before they reach a query: `owner=` is not "me", `kind=` is not "any kind"."""
+    values = request.args.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _error(ErrorCode.INVALID_REQUEST, f"{name} given {len(values)} times; give it once")
+    value = values[0]
+    if value == "":
+        raise _error(ErrorCode.INVALID_REQUEST, f"{name} is empty; leave it out instead")
+    if _CONTROL.search(value):
         raise _error(ErrorCode.INVALID_REQUEST, f"{name} contains control characters")
     return value
 
@@ -99,7 +122,40 @@ def _response(code: ErrorCode, message: str, headers: dict[str, str] | None = No
     return error_response(code.status, code.value, message, headers)
 
 
+_PATH_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def _documented_queries() -> dict[tuple[str, str], frozenset[str]]:
+    """(method, OpenAPI path) → the query parameters the document names, for every user operation."""
+    from app.api.openapi import OPERATIONS  # the document is built from the schemas; edge is imported first
+
+    return {(op.method.upper(), op.path): frozenset(op.query) for op in OPERATIONS if op.auth}
+
+
+def _check_query_names(documented: dict[tuple[str, str], frozenset[str]]) -> None:
+    rule = request.url_rule
+    if rule is None:
+        return
+    allowed = documented.get((request.method, _PATH_PARAMETER.sub(r"{\1}", rule.rule)))
+    if allowed is None:
+        return
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        named = ", ".join(repr(name)[:40] for name in unknown[:3])
+        raise _error(
+            ErrorCode.INVALID_REQUEST,
+            f"unknown query parameter(s) {named}; this operation takes "
+            f"{', '.join(sorted(allowed)) or 'none'}",
+        )
+
+
 def init_edge(app: Flask, max_request_bytes: int) -> None:
+    documented = _documented_queries()
+
+    @app.before_request
+    def _query_names() -> None:
+        _check_query_names(documented)
+
     @app.before_request
     def _cap_body() -> None:
         cap = body_cap(max_request_bytes)

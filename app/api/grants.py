@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from uuid import UUID
+
+from flask import Blueprint, Response, jsonify
 
 from app.access import Relation, grant, grants_given, grants_received, revoke
 from app.api.context import current_principal, services
-from app.api.edge import json_body
+from app.api.edge import parse_body, query_value
 from app.api.errors import ApiError
 from app.models import Grant
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
@@ -23,8 +25,8 @@ def _wire(row: Grant) -> GrantResponse:
 @bp.post("")
 def create_grant() -> tuple[Response, int]:
     owner = current_principal()
-    body = CreateGrantRequest.model_validate(json_body())
-    viewer_id = str(body.viewer_id)
+    body = parse_body(CreateGrantRequest)
+    viewer_id = str(UUID(body.viewer_id))
     if viewer_id == owner.user_id:
         raise ApiError(422, "invalid_request", "you always see your own media")
     with services().db.session() as session:
@@ -37,7 +39,7 @@ def create_grant() -> tuple[Response, int]:
 def list_grants() -> Response:
     """Grants the caller gave (default), or with `?direction=received`, the ones given to the caller."""
     principal = current_principal()
-    direction = request.args.get("direction", "given")
+    direction = query_value("direction") or "given"
     if direction not in ("given", "received"):
         raise ApiError(422, "invalid_request", "direction must be 'given' or 'received'")
     lookup = grants_given if direction == "given" else grants_received

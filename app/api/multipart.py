@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from app import multipart
 from app.api.context import current_principal, services
-from app.api.edge import json_body
+from app.api.edge import parse_body
 from app.api.errors import ApiError, not_found
 from app.domain.multipart import MultipartRefused, PartPlan
 from app.models import Upload
@@ -29,7 +29,7 @@ UNAVAILABLE_CODE = {MultipartState.NOT_MULTIPART: "not_multipart", MultipartStat
 @bp.post("/<id:upload_id>/parts")
 def part_urls(upload_id: str) -> Response:
     """Presigned PUTs for the asked parts, each pinned to its part's exact length."""
-    body = PartUrlsRequest.model_validate(json_body())
+    body = parse_body(PartUrlsRequest)
     upload, plan = _open(upload_id)
     try:
         urls = multipart.part_urls(services(), upload, plan, body.part_numbers)
@@ -65,8 +65,8 @@ def stored_parts(upload_id: str) -> Response:
 
 @bp.post("/<id:upload_id>/complete")
 def complete(upload_id: str) -> tuple[Response, int]:
-    body = CompleteRequest.model_validate(json_body())
-    upload, plan = _open(upload_id)
+    body = parse_body(CompleteRequest)
+    upload, plan = _open(upload_id)  # first: another user's (or no) upload is 404, whatever the body says
     claimed = {part.part_number: part.etag for part in body.parts}
     if len(claimed) != len(body.parts):
         raise ApiError(422, "invalid_request", "part numbers repeat")

@@ -16,7 +16,9 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from schemas.errors import ErrorResponse
 from schemas.grants import CreateGrantRequest, GrantList, GrantResponse
 from schemas.uploads import (
+    CONTEXT_ID_PATTERN,
     KIND_SCHEMA,
+    UUID_PATTERN,
     CompleteRequest,
     CompleteResponse,
     CreateUploadRequest,
@@ -188,17 +190,24 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
-# Path parameters are ids (UUIDs), except the owner's own document names.
-UUID_SCHEMA: dict[str, Any] = {"type": "string", "format": "uuid"}
+# Path parameters are ids (UUIDs, any case, as routing accepts them), except the owner's own document names.
+UUID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": UUID_PATTERN}
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
-    "document_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "document_id": {"type": "string", "pattern": CONTEXT_ID_PATTERN},
 }
 
-# Query parameters as strict as the server reads them.
+# Query parameters as strict as the server reads them (app.api.edge.query_value): each at most once, never
+# empty, no control characters. A cursor is opaque: only what `next_cursor` returned (base64url).
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "owner": {"type": "string", "format": "uuid"},
+    "owner": UUID_SCHEMA,
     "kind": {"type": "string", **KIND_SCHEMA},
+    "cursor": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "description": "`next_cursor` of the last page",
+    },
     "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+    "direction": {"type": "string", "enum": ["given", "received"], "default": "given"},
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, url_for
 
 from app.api.context import current_principal, services
-from app.api.edge import json_body
+from app.api.edge import parse_body
 from app.api.errors import ApiError, not_found
 from app.api.ratelimit import ticket_rate_limit
 from app.domain.tickets import TicketRefusal, TicketRefused, TicketRequest
@@ -37,8 +37,8 @@ REFUSAL_STATUS = {
 @ticket_rate_limit
 def create_upload() -> tuple[Response, int]:
     principal = current_principal()
-    body = CreateUploadRequest.model_validate(json_body())
-    context = {k: v for k, v in body.context.model_dump().items() if v is not None}
+    body = parse_body(CreateUploadRequest)
+    context = {k: v for k, v in body.context.model_dump(mode="json").items() if v is not None}
     try:
         ticket = issue_ticket(
             services(),

@@ -98,7 +98,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A link to ready media (presigned for private media) */
+        /** A link to ready media (presigned for private media); 409 `not_ready` to the owner while in flight */
         get: operations["get_media_upload_id"];
         put?: never;
         post?: never;
@@ -267,7 +267,10 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** CompleteRequest */
+        /**
+         * CompleteRequest
+         * @description At most the parts an upload can have (`MAX_UPLOAD_PARTS`); the route's body cap fits that many.
+         */
         CompleteRequest: {
             /** Parts */
             parts: components["schemas"]["CompletedPart"][];
@@ -286,14 +289,17 @@ export interface components {
         CompletedPart: {
             /** Part Number */
             part_number: number;
-            /** Etag */
+            /**
+             * Etag
+             * @description as the store reported it for the part
+             */
             etag: string;
         };
         /** CreateGrantRequest */
         CreateGrantRequest: {
             /**
              * Viewer Id
-             * Format: uuid
+             * @description the user (a UUID) who may see your media
              */
             viewer_id: string;
             /**
@@ -346,7 +352,7 @@ export interface components {
              * Code
              * @enum {string}
              */
-            code: "cert_not_found" | "cert_unavailable" | "confirmation_failed" | "corrupt" | "demo_not_built" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_record" | "invalid_request" | "invalid_signature" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "stale_message" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unknown_topic" | "unsupported_codec" | "unsupported_type" | "untrusted_cert" | "untrusted_cert_host" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
+            code: "cert_not_found" | "cert_unavailable" | "confirmation_failed" | "corrupt" | "demo_not_built" | "empty" | "forbidden_kind" | "image_too_large" | "internal_error" | "invalid_event" | "invalid_json" | "invalid_record" | "invalid_request" | "invalid_signature" | "invalid_sns_message" | "method_not_allowed" | "missing_object" | "no_video_stream" | "not_found" | "not_multipart" | "not_pdf" | "not_ready" | "pdf_active_content" | "pdf_encrypted" | "pdf_too_many_pages" | "processing_failed" | "queue_unavailable" | "quota_exceeded" | "rate_limited" | "request_too_large" | "service_unavailable" | "size_mismatch" | "stale_message" | "too_complex" | "too_large" | "too_large_to_process" | "type_mismatch" | "unauthorized" | "unknown_topic" | "unsupported_codec" | "unsupported_type" | "untrusted_cert" | "untrusted_cert_host" | "upload_closed" | "upload_in_progress" | "video_too_large" | "video_too_long";
             /** Message */
             message: string;
         };
@@ -1207,6 +1213,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
             /** @description Service Unavailable */
             503: {
                 headers: {
@@ -1386,7 +1401,7 @@ export interface operations {
     get_grants: {
         parameters: {
             query?: {
-                direction?: string;
+                direction?: "given" | "received";
             };
             header?: never;
             path?: never;
