@@ -72,6 +72,7 @@ class Services:
                 topic_arns=(s.sns_topic_arn,) if s.sns_topic_arn else (),
                 cert_endpoint_url=s.sns_cert_endpoint_url,
                 region=s.s3_region,
+                ca_bundle=s.sns_ca_bundle,
             )
         )
 

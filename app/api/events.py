@@ -17,15 +17,14 @@ import hmac
 import json
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
 
 from app import metrics
 from app.api.context import services
 from app.api.errors import ApiError
-from app.config import Settings
 from app.domain.errors import ErrorCode
-from app.events.sns import SnsRejectCode, SnsRejected, SnsTrust, SnsVerifier
+from app.events.sns import SnsRejectCode, SnsRejected
 from app.intake import QueueUnavailable, accept_record
 from schemas.events import RawS3Event, S3EventRecord, SnsEnvelope
 
@@ -35,28 +34,6 @@ log = logging.getLogger(__name__)
 SNS_TYPE_HEADER = "x-amz-sns-message-type"
 RETRYABLE_SNS_CODES = frozenset({SnsRejectCode.CERT_UNAVAILABLE, SnsRejectCode.CONFIRMATION_FAILED})
 INVALID = "invalid"  # the outcome of a refused record
-_VERIFIER = "broker.sns_verifier"
-
-
-def sns_verifier(settings: Settings) -> SnsVerifier:
-    """The verifier the settings describe, trust store included (`BROKER_SNS_CA_BUNDLE`)."""
-    return SnsVerifier(
-        SnsTrust(
-            cert_hosts=settings.trusted_sns_cert_hosts,
-            topic_arns=(settings.sns_topic_arn,) if settings.sns_topic_arn else (),
-            cert_endpoint_url=settings.sns_cert_endpoint_url,
-            region=settings.s3_region,
-            ca_bundle=settings.sns_ca_bundle,
-        )
-    )
-
-
-def _verifier() -> SnsVerifier:
-    """One per app, so certificates (and refusals) stay cached across requests."""
-    extensions = current_app.extensions
-    if _VERIFIER not in extensions:
-        extensions[_VERIFIER] = sns_verifier(services().settings)
-    return extensions[_VERIFIER]  # type: ignore[no-any-return]
 
 
 @bp.post("/s3")
@@ -89,7 +66,7 @@ def _from_sns(message: dict[str, object]) -> Response:
         envelope = SnsEnvelope.model_validate(message)
     except ValidationError:
         raise ApiError(400, "invalid_sns_message", "body is not an SNS message") from None
-    verifier = _verifier()
+    verifier = services().sns
     try:
         if envelope.type == "SubscriptionConfirmation":
             verifier.confirm_subscription(message)
