@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -65,6 +66,24 @@ def register_error_handlers(app: Flask) -> None:
         log.error("database unavailable on %s %s: %s", request.method, request.path, reason)
         return error_response(
             503, "service_unavailable", "database unavailable; retry shortly", {"Retry-After": "5"}
+        )
+
+    @app.errorhandler(BotoCoreError)
+    @app.errorhandler(ClientError)
+    def _store(error: Exception) -> Response:
+        # S3 unreachable, timing out or answering 5xx: retryable, and every request is safe to repeat (a
+        # DELETE whose record already says `deleted` deletes what is left). Any other S3 refusal is a bug: 500.
+        if (
+            isinstance(error, ClientError)
+            and error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) < 500
+        ):
+            return _unexpected(error)
+        log.error("store unavailable on %s %s: %s", request.method, request.path, error)
+        return error_response(
+            503,
+            "store_unavailable",
+            "the store did not answer; repeat the request shortly",
+            {"Retry-After": "5"},
         )
 
     @app.errorhandler(Exception)

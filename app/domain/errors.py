@@ -41,6 +41,9 @@ class ErrorCode(StrEnum):
     CERT_UNAVAILABLE = "cert_unavailable"  # the SNS signing certificate could not be fetched now; SNS retries
     CONFIRMATION_FAILED = "confirmation_failed"  # the SubscribeURL visit failed; SNS resends the confirmation
     SERVICE_UNAVAILABLE = "service_unavailable"
+    STORE_UNAVAILABLE = (
+        "store_unavailable"  # S3 did not answer (or answered 5xx); the request is safe to repeat
+    )
     DEMO_NOT_BUILT = "demo_not_built"  # /demo is on but `web/` was never built (`make npm-projects`)
 
     @property
@@ -79,5 +82,6 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CERT_UNAVAILABLE: 503,
     ErrorCode.CONFIRMATION_FAILED: 503,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.STORE_UNAVAILABLE: 503,
     ErrorCode.DEMO_NOT_BUILT: 503,
 }

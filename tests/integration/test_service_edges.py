@@ -142,3 +142,26 @@ def test_readiness_answers_within_its_deadline_while_redis_and_s3_stall(serve_wi
         os.kill(redis_process.process.pid, signal.SIGCONT)
         redis_process.stop()
         silent.close()
+
+
+def test_a_delete_the_store_does_not_answer_is_503_and_the_repeat_finishes_it(
+    alice, drain, serve_with, services
+):
+    upload_id = alice.upload(
+        "workout_photo", "image/jpeg", images.jpeg(400, 300), context={"workout_id": "w-1"}
+    )
+    alice.wait_status(upload_id, {"uploaded"})
+    drain()
+    media = alice.media(upload_id).json()
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    storeless = serve_with(s3_endpoint_url=nowhere, s3_internal_endpoint_url=nowhere)
+
+    answer = requests.delete(f"{storeless.url}/v1/media/{upload_id}", headers=alice.headers, timeout=60)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "store_unavailable"
+    assert answer.headers["Retry-After"] == "5"
+    assert requests.get(media["url"], timeout=10).status_code == 200  # the file is still in the store
+
+    repeated = requests.delete(f"{alice.api_url}/v1/media/{upload_id}", headers=alice.headers, timeout=30)
+    assert repeated.status_code == 204
+    assert requests.get(media["url"], timeout=10).status_code in (403, 404)  # gone now
