@@ -154,7 +154,6 @@ def _recover_jobs(services: Services, report: SweepReport, at: float | None = No
 def _recover_queue(services: Services, queue: Queue, report: SweepReport, at: float | None) -> None:
     stage = "recover_jobs"
     started = StartedJobRegistry(queue=queue)
-    scheduled = queue.scheduled_job_registry
     for job_id in started.get_expired_job_ids(at):
         report.act(
             stage, "would_recover" if report.dry_run else "recovered", _upload_of(job_id), "", job=job_id
@@ -163,15 +162,27 @@ def _recover_queue(services: Services, queue: Queue, report: SweepReport, at: fl
         return
     # RQ's handling: failure callbacks, then a retry (scheduled) if retries are left, else `failed`.
     started.cleanup(at)
+    for job_id in enqueue_due_retries(queue):
+        report.act(stage, "retry_enqueued", _upload_of(job_id), "", job=job_id)
+
+
+def enqueue_due_retries(queue: Queue) -> list[str]:
+    """Move the retries that are due from the queue's scheduled registry back onto it; the ids moved.
+
+    Also run by `broker scheduler` about every second, so retries are on time even when every worker's
+    scheduler thread is down."""
+    scheduled = queue.scheduled_job_registry
     due = scheduled.get_jobs_to_schedule(int(time.time()))
-    for job_id, job in zip(due, Job.fetch_many(due, connection=services.redis), strict=True):
+    moved = []
+    for job_id, job in zip(due, Job.fetch_many(due, connection=queue.connection), strict=True):
         # Taken off the registry first, and enqueued only by whoever took it: a worker's scheduler thread
         # (or a second sweep) moving the same retry at the same moment does not queue it twice. An id
         # whose job expired is just dropped.
-        if not services.redis.zrem(scheduled.key, job_id) or job is None:
+        if not queue.connection.zrem(scheduled.key, job_id) or job is None:
             continue
         queue.enqueue_job(job)
-        report.act(stage, "retry_enqueued", _upload_of(job.id), "", job=job.id)
+        moved.append(job_id)
+    return moved
 
 
 def _upload_of(job_id: str) -> str | None:

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import LockError
+from rq import Queue
 from rq.cron import CronJob, CronScheduler
 from rq.exceptions import StopRequested
 
 from app.config import Settings
-from app.queueing import redis_connection
+from app.queueing import processing_queues, redis_connection
 from app.services import Services
 from workers import cleanup, lifecycle
 from workers.context import current_services
@@ -105,13 +106,20 @@ def register_sweeps(scheduler: CronScheduler, queue_name: str) -> list[CronJob]:
 
 def run_scheduler(settings: Settings) -> None:
     """Run RQ's cron scheduler with the sweeps until SIGTERM/SIGINT (it unregisters itself on the way out)."""
-    scheduler = LeasedCronScheduler(f"{settings.redis_namespace}:scheduler:lease", redis_connection(settings))
+    connection = redis_connection(settings)
+    retry_queues = [
+        Queue(target.name, connection=connection) for target in processing_queues(settings).values()
+    ]
+    scheduler = LeasedCronScheduler(f"{settings.redis_namespace}:scheduler:lease", connection, retry_queues)
     register_sweeps(scheduler, settings.queue_name)
     scheduler.start()
 
 
 LEASE_SECONDS = 90  # longer than the longest pass (RQ sleeps at most 60 s between passes)
 _FOLLOWER_PASS_SECONDS = 10  # how often a scheduler without the lease looks whether it is free
+# The leader moves due retries back onto their queues this often (a few round trips), so a retry runs on time
+# even while every worker's own RQ scheduler thread is down (after a Redis outage, say).
+_RETRY_PASS_SECONDS = 1.0
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
 return redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and 1 or 0
@@ -121,9 +129,10 @@ return redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and 1 or 0
 class LeasedCronScheduler(CronScheduler):
     """RQ's cron scheduler, enqueueing only while it holds the lease, and living through Redis outages."""
 
-    def __init__(self, lease_key: str, connection: Any) -> None:
+    def __init__(self, lease_key: str, connection: Any, retry_queues: list[Queue]) -> None:
         super().__init__(connection=connection)
         self.lease_key = lease_key
+        self.retry_queues = retry_queues
         self._renew = connection.register_script(_RENEW)
         self._registered = False
         self._outage = Outage("scheduler", "Redis", log)
@@ -153,15 +162,18 @@ class LeasedCronScheduler(CronScheduler):
                 self.register_birth()
                 self._registered = True
             leading = self.holds_lease()
-            if leading and self.enqueue_jobs():
-                self.save()
+            if leading:
+                if self.enqueue_jobs():
+                    self.save()
+                for queue in self.retry_queues:
+                    lifecycle.enqueue_due_retries(queue)
             self.heartbeat()
         except REDIS_DOWN as error:
             return self._outage.failed(error)
         self._outage.recovered()
         if not leading:
             return _FOLLOWER_PASS_SECONDS
-        return self.calculate_sleep_interval()
+        return min(self.calculate_sleep_interval(), _RETRY_PASS_SECONDS)
 
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,13 @@ def test_two_schedulers_enqueue_each_sweep_once_and_both_live_through_a_stall(se
             "workers.scheduled.reconcile",
             "workers.scheduled.recover_jobs",
         ]
+        # A retry due in a second, with no worker (and so no worker's RQ scheduler) running: the scheduler
+        # puts it back on its queue on time.
+        retry = queue.enqueue_in(timedelta(seconds=1), "time.sleep", 0)
+        due = time.monotonic() + 1
+        wait_until(lambda: retry.id in queue.job_ids, 10, "the due retry was not put back on its queue")
+        assert time.monotonic() - due < 3
+
         own_redis.signal(signal.SIGSTOP)
         time.sleep(12)
         own_redis.signal(signal.SIGCONT)
