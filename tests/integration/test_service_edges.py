@@ -127,7 +127,7 @@ def test_readiness_answers_within_its_deadline_while_redis_and_s3_stall(serve_wi
         for _ in range(3):  # again and again during the outage: each answer as fast, no thread piles up
             started = time.monotonic()
             ready = requests.get(f"{stalled.url}/readyz", timeout=30)
-            assert time.monotonic() - started < 3.5
+            assert time.monotonic() - started < 4  # the 2 s deadline, plus HTTP on a busy 2-core machine
             assert ready.status_code == 503
             checks = ready.json()["checks"]
             assert checks["database"] == "ok"
