@@ -41,6 +41,11 @@ from workers.stages.sniff import sniff
 log = logging.getLogger(__name__)
 
 
+class GaveUp(Exception):
+    """The upload is `failed` for good before its retries ran out: the job must not be retried by RQ (it goes to
+    RQ's failed registry, where ops see it and can retry it)."""
+
+
 class Laps:
     """Wall time of each step of one attempt, logged with `upload ready` (`timings`, seconds): where a job's
     time goes, per upload, without a profiler (`bench.pipeline` reads them)."""
@@ -79,39 +84,7 @@ def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: b
         metrics.job_finished("rejected", rejected.code.value, cpu_spent())
         return UploadStatus.REJECTED.value
     except Exception as error:
-        # A parser exception no table judges is the same on every try: retried once (the machine may have
-        # been at fault), then final, instead of using up every retry on the same file.
-        repeated_crash = isinstance(error, ProcessingCrashed) and error.raised and not first_attempt
-        final = last_attempt or repeated_crash
-        code = _error_code(error)
-        metrics.job_finished("failed" if final else "retry", code, cpu_spent())
-        if code == "DiskFull":
-            temp = tempfile.gettempdir()
-            log.error(
-                "disk full: the attempt could not write its files",
-                extra={
-                    **context,
-                    "stage": "process",
-                    "directory": temp,
-                    "free_bytes": shutil.disk_usage(temp).free,
-                },
-            )
-        if final:
-            kept.forget(upload_id)
-            with services.db.session() as session:
-                advance(
-                    session,
-                    upload_id,
-                    UploadStatus.FAILED,
-                    error_code="processing_failed",
-                    error_message=f"{type(error).__name__}: {error}"[:500],
-                )
-        log.exception(
-            "processing error",
-            extra={**context, "stage": "process", "outcome": "failed" if final else "will_retry"},
-        )
-        if repeated_crash:
-            return UploadStatus.FAILED.value  # no further retry: ops see it in `failed` and can retry it
+        _attempt_failed(services, upload, error, context, last_attempt, first_attempt)
         raise
     kept.forget(upload_id)
     metrics.job_finished("ready", cpu_seconds=cpu_spent())
@@ -128,6 +101,51 @@ def run(services: Services, upload_id: str, last_attempt: bool, first_attempt: b
         },
     )
     return UploadStatus.READY.value
+
+
+def _attempt_failed(
+    services: Services,
+    upload: Upload,
+    error: Exception,
+    context: dict[str, str],
+    last_attempt: bool,
+    first_attempt: bool,
+) -> None:
+    """Count and log a failed attempt; on the last one (or a repeated crash) the upload is `failed`. Raises
+    `GaveUp` when RQ must not retry; otherwise the caller re-raises `error` for RQ to retry."""
+    # A parser exception no table judges is the same on every try: retried once (the machine may have
+    # been at fault), then final, instead of using up every retry on the same file.
+    repeated_crash = isinstance(error, ProcessingCrashed) and error.raised and not first_attempt
+    final = last_attempt or repeated_crash
+    code = _error_code(error)
+    metrics.job_finished("failed" if final else "retry", code, cpu_spent())
+    if code == "DiskFull":
+        temp = tempfile.gettempdir()
+        log.error(
+            "disk full: the attempt could not write its files",
+            extra={
+                **context,
+                "stage": "process",
+                "directory": temp,
+                "free_bytes": shutil.disk_usage(temp).free,
+            },
+        )
+    if final:
+        kept.forget(upload.id)
+        with services.db.session() as session:
+            advance(
+                session,
+                upload.id,
+                UploadStatus.FAILED,
+                error_code="processing_failed",
+                error_message=f"{type(error).__name__}: {error}"[:500],
+            )
+    log.exception(
+        "processing error",
+        extra={**context, "stage": "process", "outcome": "failed" if final else "will_retry"},
+    )
+    if repeated_crash:
+        raise GaveUp(str(error)) from error
 
 
 def _process(services: Services, upload: Upload, context: dict[str, str], laps: Laps) -> None:
