@@ -112,20 +112,25 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def terminate_ticket_connections(engine: Any) -> int:
+    """Kill the ticket pool's server sessions (how many), as a PostgreSQL restart kills every connection."""
+    with engine.connect() as admin:
+        return admin.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": APPLICATION_NAME},
+        ).scalar_one()
+
+
 @pytest.mark.skipif(not postgres_available(), reason="needs the PostgreSQL server the CI job provides")
 def test_a_dropped_connection_is_replaced_and_the_row_inserted_once(postgres_url) -> None:
     engine = create_engine(postgres_url)
     rows, owner = TicketRows(engine), str(uuid.uuid4())
     try:
         assert rows.insert(ticket_row(owner, 100), 100, quota=None)  # the pool now holds a connection
-        with engine.connect() as admin:  # as a PostgreSQL restart would, under the pool's feet
-            terminated = admin.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": APPLICATION_NAME},
-            ).scalar_one()
+        terminated = terminate_ticket_connections(engine)  # as a PostgreSQL restart would, under the pool
         assert terminated >= 1
         assert rows.insert(ticket_row(owner, 200), 200, quota=10_000)
         assert [size for _, size, _ in stored(engine, owner)] == [100, 200]
@@ -150,14 +155,7 @@ def test_after_a_restart_kills_every_pooled_connection_the_next_tickets_all_pass
             blocker.commit()
         for thread in waiting:
             thread.join(30)
-        with engine.connect() as admin:
-            terminated = admin.execute(
-                text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": APPLICATION_NAME},
-            ).scalar_one()
+        terminated = terminate_ticket_connections(engine)
         assert terminated >= 4
         for size in (5, 6, 7, 8):  # each one the pool hands a dead connection first
             assert rows.insert(ticket_row(owner, size), size, quota=None)

@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from app.events import sns
 from app.events.sns import CERT_CACHE_SIZE, SnsRejectCode, SnsRejected, SnsTrust, SnsVerifier
+from tests.sns_certs import CertAuthority, make_ca
 
 SNS_HOST = "sns.us-east-1.amazonaws.com"
 CERT_PATH = "/SimpleNotificationService-unit.pem"
@@ -99,53 +100,9 @@ def key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-@dataclass(frozen=True)
-class CertAuthority:
-    """A root made here: what `BROKER_SNS_CA_BUNDLE` points at in tests."""
-
-    key: rsa.RSAPrivateKey
-    cert: x509.Certificate
-    bundle: str  # path of the root as a PEM file
-
-
-def _make_ca(directory: Path, name: str = "Broker Test Root CA") -> CertAuthority:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    bundle = directory / f"{name.replace(' ', '-')}.pem"
-    bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return CertAuthority(key, cert, str(bundle))
-
-
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return _make_ca(tmp_path_factory.mktemp("ca"))
+    return make_ca(tmp_path_factory.mktemp("ca"))
 
 
 def _cert_pem(
@@ -432,7 +389,7 @@ def test_a_host_error_is_unavailable_and_remembered_only_briefly(
 
 
 def test_a_certificate_from_another_ca_is_untrusted(verifier, key, server, tmp_path: Path) -> None:
-    other = _make_ca(tmp_path, "Someone Else's CA")
+    other = make_ca(tmp_path, "Someone Else's CA")
     server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), other)
     assert _rejected(verifier, _notification(key)) == SnsRejectCode.UNTRUSTED_CERT
 
