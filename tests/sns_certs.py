@@ -98,11 +98,14 @@ def signed_notification(
 
 @dataclass
 class CertHost:
-    """A loopback HTTP server standing in for the SNS host: serves `files`, 404 otherwise, counts hits."""
+    """A loopback HTTP server standing in for the SNS host: serves `files`, 404 (or `statuses`) otherwise;
+    records hits per path and each request's Authorization header."""
 
     url: str = ""
     files: dict[str, bytes] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
+    authorizations: list[str | None] = field(default_factory=list)  # each request's Authorization header
+    statuses: dict[str, int] = field(default_factory=dict)  # a status to answer instead of 404
 
 
 @contextmanager
@@ -112,8 +115,9 @@ def cert_host() -> Iterator[CertHost]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.hits[self.path] += 1
+            state.authorizations.append(self.headers.get("Authorization"))
             body = state.files.get(self.path)
-            self.send_response(200 if body is not None else 404)
+            self.send_response(200 if body is not None else state.statuses.get(self.path, 404))
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
             self.wfile.write(body or b"")

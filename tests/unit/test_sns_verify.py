@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import base64
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from app.events import sns
 from app.events.sns import CERT_CACHE_SIZE, SnsRejectCode, SnsRejected, SnsTrust, SnsVerifier
-from tests.sns_certs import CertAuthority, make_ca
+from tests.sns_certs import CertAuthority, CertHost, cert_host, make_ca
 
 SNS_HOST = "sns.us-east-1.amazonaws.com"
 CERT_PATH = "/SimpleNotificationService-unit.pem"
@@ -42,47 +38,15 @@ CONFIRMATION_FIELDS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Tok
 DIGESTS = {"1": hashes.SHA1, "2": hashes.SHA256}
 
 
-@dataclass
-class FileServer:
-    """A loopback HTTP server answering GETs from `files`; records hits per path and request headers."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-    authorizations: list[str | None] = field(default_factory=list)
-    statuses: dict[str, int] = field(default_factory=dict)  # a status to answer instead of 404
-    url: str = ""
-
-
 @pytest.fixture(scope="module")
-def _running_server() -> Iterator[FileServer]:
+def _running_server() -> Iterator[CertHost]:
     """One loopback server per module: `shutdown` waits out a 0.5 s poll, too slow to pay per test."""
-    state = FileServer()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.hits[self.path] += 1
-            state.authorizations.append(self.headers.get("Authorization"))
-            body = state.files.get(self.path)
-            self.send_response(200 if body is not None else state.statuses.get(self.path, 404))
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with cert_host() as host:
+        yield host
 
 
 @pytest.fixture
-def server(_running_server: FileServer) -> FileServer:
+def server(_running_server: CertHost) -> CertHost:
     """The module's server with its files and records emptied for this test."""
     records = (
         _running_server.files,
@@ -153,7 +117,7 @@ def session() -> Iterator[requests.Session]:
 
 @pytest.fixture
 def verifier(
-    server: FileServer, key: rsa.RSAPrivateKey, session: requests.Session, ca: CertAuthority
+    server: CertHost, key: rsa.RSAPrivateKey, session: requests.Session, ca: CertAuthority
 ) -> SnsVerifier:
     server.files[CERT_PATH] = _cert_pem(key, timedelta(days=-1), timedelta(days=30), ca)
     trust = SnsTrust(
@@ -187,7 +151,7 @@ def _notification(key: rsa.RSAPrivateKey, version: str = "2", **extra: str) -> d
     return _sign(key, body, version)
 
 
-def _confirmation(key: rsa.RSAPrivateKey, server: FileServer, kind: str = "SubscriptionConfirmation") -> dict:
+def _confirmation(key: rsa.RSAPrivateKey, server: CertHost, kind: str = "SubscriptionConfirmation") -> dict:
     body = {
         "Type": kind,
         "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
@@ -214,7 +178,7 @@ def test_signed_notification_passes(verifier: SnsVerifier, key: rsa.RSAPrivateKe
 
 
 @pytest.mark.parametrize("kind", ["SubscriptionConfirmation", "UnsubscribeConfirmation"])
-def test_signed_confirmation_passes(verifier, key, server: FileServer, kind: str) -> None:
+def test_signed_confirmation_passes(verifier, key, server: CertHost, kind: str) -> None:
     verifier.verify(_confirmation(key, server, kind))
 
 
